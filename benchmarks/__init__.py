@@ -1,0 +1,1 @@
+"""Benchmarks: latency, throughput and image quality side by side."""

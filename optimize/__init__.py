@@ -1,0 +1,1 @@
+"""Model optimisation: ONNX export, pruning, INT8 quantisation, TensorRT engines, quality gate."""

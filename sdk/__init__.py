@@ -1,0 +1,9 @@
+"""MIRNet Edge runtime: restore images and video with MIRNet-v2, no torch needed."""
+__version__ = "0.1.0"
+
+from .errors import (ArtifactError, ConfigError, EngineMismatchError, InputError,  # noqa: E402
+                     MirnetError, MissingDependencyError, SourceError)
+from .restorer import Restorer  # noqa: E402
+
+__all__ = ["Restorer", "MirnetError", "ConfigError", "MissingDependencyError", "ArtifactError",
+           "EngineMismatchError", "InputError", "SourceError", "__version__"]

@@ -1,0 +1,108 @@
+"""Weights I/O: safetensors + manifest (ours), and official ``.pth`` checkpoints (``{'params': ...}``).
+
+Never unpickles: ``.pth`` files are read with ``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from .. import artifact
+from ..errors import ArtifactError
+from .arch import MIRNetV2, official_config
+from .config import MIRNetV2Config
+
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt")
+
+
+def save_weights(model: MIRNetV2, path: str | os.PathLike, *, variant: str | None = None,
+                 **manifest_fields) -> Path:
+    """Write ``model``'s state dict as safetensors and its manifest sidecar; returns the path."""
+    from safetensors.torch import save as st_save
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ArtifactError(f"{path}: weights are saved as .safetensors; got suffix {path.suffix!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    artifact.atomic_write_bytes(path, st_save(state))
+    manifest = artifact.make_manifest(
+        path, kind="weights", config=model.config.to_dict(), precision="fp32", variant=variant,
+        build=artifact.build_environment(torch=torch.__version__), **manifest_fields)
+    artifact.write_manifest(path, manifest)
+    return path
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # safetensors raises its own error types
+            raise ArtifactError(f"{path}: not a readable safetensors file ({exc})") from exc
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ArtifactError(
+            f"{path}: cannot be read as a weights-only PyTorch checkpoint ({exc}). Files that need "
+            f"full unpickling are refused; re-save the state dict with torch.save(model.state_dict())") from exc
+    for key in ("params", "params_ema", "state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ArtifactError(f"{path}: expected a state dict of tensors (optionally under 'params')")
+    return {re.sub(r"^module\.", "", k): v for k, v in obj.items()}
+
+
+def infer_official_config(state: dict[str, torch.Tensor]) -> MIRNetV2Config:
+    """Recover the official constructor arguments from an official state dict's shapes."""
+    try:
+        n_feat, inp_channels = state["conv_in.weight"].shape[:2]
+        out_channels = state["conv_out.weight"].shape[0]
+        mid = state["body.0.body.0.dau_mid.body.0.weight"].shape[0]
+    except KeyError as exc:
+        raise ArtifactError(f"not an official MIRNet_v2 state dict: key {exc} is missing") from None
+    mrbs = {int(m.group(1)) for k in state if (m := re.match(r"body\.0\.body\.(\d+)\.dau_top\.", k))}
+    return official_config(
+        inp_channels=int(inp_channels), out_channels=int(out_channels), n_feat=int(n_feat),
+        chan_factor=mid / n_feat, n_MRB=len(mrbs), bias="conv_in.bias" in state,
+        task="defocus_deblurring" if inp_channels != out_channels else None)
+
+
+def load_state(model: MIRNetV2, state: dict[str, torch.Tensor], source: str | os.PathLike) -> None:
+    """``load_state_dict(strict=True)`` with an error listing missing, unexpected and mis-shaped keys."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    misshaped = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+                 for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    if missing or unexpected or misshaped:
+        def show(items: list[str]) -> str:
+            return ", ".join(items[:8]) + (f" ... ({len(items)} in all)" if len(items) > 8 else "") or "none"
+
+        raise ArtifactError(
+            f"{source}: weights do not fit the network config. Missing keys: {show(missing)}. "
+            f"Unexpected keys: {show(unexpected)}. Mis-shaped: {show(misshaped)}")
+    model.load_state_dict(state, strict=True)
+
+
+def load_model(path_or_name: str | os.PathLike, *, config: MIRNetV2Config | None = None) -> MIRNetV2:
+    """Load a bundled model by name, our ``.safetensors`` (config from its manifest) or an official
+    ``.pth`` (config inferred from the weights unless given). Returns the model in eval mode."""
+    from .. import zoo
+
+    path = zoo.resolve_weights(path_or_name)
+    if path.suffix not in WEIGHT_SUFFIXES:
+        raise ArtifactError(f"{path}: weights must be one of {WEIGHT_SUFFIXES}")
+    manifest = artifact.read_manifest(path, kind="weights") if path.suffix == ".safetensors" else None
+    state = _read_state_dict(path)
+    if config is None:
+        config = MIRNetV2Config.from_dict(manifest["config"]) if manifest else infer_official_config(state)
+    model = MIRNetV2(config)
+    load_state(model, state, path)
+    return model.eval()

@@ -1,0 +1,109 @@
+"""Restorer: uint8/uint16 images in, restored images of the same kind out, on any backend."""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from .backends import Backend, open_backend
+from .errors import InputError
+from .ops import from_rgb3, plan_tile, postprocess, preprocess, run_tiled, to_rgb3
+from .zoo import DEFAULT_MODEL
+
+ORDERS = ("bgr", "rgb")
+
+
+class Restorer:
+    """Restore images with a MIRNet-v2 artifact.
+
+    ``model``: a bundled model name, ``.onnx`` (ONNX Runtime), ``.safetensors`` or ``.pth`` (PyTorch,
+    or ONNX Runtime through a cached export when ``backend='auto'`` on CPU).
+    ``tile``: ``None`` tiles only when an image would exceed ``memory_budget_mb`` of activations,
+    ``0`` never tiles, ``N`` always uses N x N tiles; tiles overlap by ``tile_overlap`` pixels and
+    are blended with linear feathering.
+
+    Inputs (see :func:`restore`): H x W x 3 colour (BGR by default, as OpenCV reads), H x W or
+    H x W x 1 gray (restored as colour, returned as the rounded channel mean), H x W x 4 with alpha
+    (alpha passed through unchanged), uint8 or uint16 (16-bit precision kept end to end), or
+    float images in [0, 1]. The output has the input's shape (times ``scale`` for super-resolution)
+    and dtype.
+    """
+
+    def __init__(self, model: str | os.PathLike = DEFAULT_MODEL, *, backend: str = "auto",
+                 threads: int | None = None, device: str = "cpu", tile: int | None = None,
+                 tile_overlap: int = 32, memory_budget_mb: float = 1024):
+        if tile is not None and tile < 0:
+            raise InputError(f"tile={tile}: use None (automatic), 0 (never) or a size > tile_overlap")
+        if tile_overlap < 0:
+            raise InputError(f"tile_overlap={tile_overlap}: must be >= 0")
+        self.backend: Backend = open_backend(model, backend, threads=threads, device=device)
+        self.spec = self.backend.input_spec
+        if tile:  # run_tiled rounds the tile down to a multiple of pad_multiple
+            m = self.spec.pad_multiple
+            if max(m, tile // m * m) <= tile_overlap:
+                self.backend.close()
+                raise InputError(f"tile={tile} (rounded down to a multiple of {m}: {max(m, tile // m * m)}) "
+                                 f"must be larger than tile_overlap={tile_overlap}")
+        self.tile, self.tile_overlap = tile, tile_overlap
+        self.memory_budget = int(memory_budget_mb * 2 ** 20)
+
+    def _tile_for(self, h: int, w: int) -> int | None:
+        if self.tile == 0:
+            return None
+        if self.tile is not None:
+            return self.tile if max(h, w) > self.tile else None
+        return plan_tile(h, w, channels_mid=self.spec.activation_channels,
+                         budget_bytes=self.memory_budget, multiple=self.spec.pad_multiple)
+
+    def infer_tensor(self, x: np.ndarray) -> np.ndarray:
+        """Run the network on a padded N x C x H x W float32 batch, tiling when needed."""
+        tile = self._tile_for(*x.shape[2:])
+        if tile is None:
+            return self.backend.infer(x)
+        return run_tiled(x, self.backend.infer, tile=tile, overlap=self.tile_overlap,
+                         multiple=self.spec.pad_multiple, scale=self.spec.scale)
+
+    def restore(self, image: np.ndarray, *, order: str = "bgr") -> np.ndarray:
+        """Restore one image; ``order`` is the channel order of colour input and output."""
+        return self.restore_batch([image], order=order)[0]
+
+    def restore_batch(self, images: Sequence[np.ndarray], *, order: str = "bgr") -> list[np.ndarray]:
+        """Restore several images; images of one shape and kind run as one batch."""
+        if order not in ORDERS:
+            raise InputError(f"order={order!r}: valid orders are {ORDERS}")
+        if self.spec.channels != 3 or self.spec.out_channels != 3:
+            raise InputError(
+                f"this model takes {self.spec.channels} and returns {self.spec.out_channels} channels; "
+                f"Restorer.restore handles 3-channel images, use infer_tensor for other layouts")
+        prepared = []
+        for i, image in enumerate(images):
+            if not isinstance(image, np.ndarray):
+                raise InputError(f"image {i}: expected a numpy array, got {type(image).__name__}")
+            try:
+                prepared.append(to_rgb3(image))
+            except ValueError as exc:
+                raise InputError(f"image {i}: {exc}") from exc
+        results: list[np.ndarray | None] = [None] * len(images)
+        groups: dict[tuple, list[int]] = {}
+        for i, (img3, _) in enumerate(prepared):
+            groups.setdefault((img3.shape, img3.dtype.str), []).append(i)
+        m, s = self.spec.pad_multiple, self.spec.scale
+        for (shape, _), idx in groups.items():
+            h, w = shape[:2]
+            x = np.concatenate([preprocess(prepared[i][0], order=order, multiple=m) for i in idx])
+            y = self.infer_tensor(x)
+            for j, i in enumerate(idx):
+                img3, kind = prepared[i]
+                out3 = postprocess(y[j], (h * s, w * s), order=order, out_dtype=img3.dtype)
+                results[i] = from_rgb3(out3, kind)
+        return results
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> "Restorer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,353 @@
+"""Tests for the ``mirnet`` command: restore (images, folders, video), info, export, variants."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+cv2 = pytest.importorskip("cv2")
+
+from mirnet.sdk import Restorer, __version__  # noqa: E402
+from mirnet.sdk.artifact import sha256_file  # noqa: E402
+from mirnet.sdk.cli import main  # noqa: E402
+
+
+def image(h: int = 20, w: int = 28, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def write_video(path: Path, frames: int = 5, h: int = 32, w: int = 48) -> list[np.ndarray]:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (w, h))
+    assert writer.isOpened()
+    yy, xx = np.mgrid[0:h, 0:w]
+    shown = []
+    for i in range(frames):
+        frame = np.stack([(xx * 5 + i * 20) % 256, (yy * 7) % 256, np.full_like(xx, 40 * i)], axis=2)
+        frame = frame.astype(np.uint8)
+        writer.write(frame)
+        shown.append(frame)
+    writer.release()
+    return shown
+
+
+def read_video(path: Path) -> tuple[list[np.ndarray], int]:
+    cap = cv2.VideoCapture(str(path))
+    assert cap.isOpened(), path
+    reported = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    return frames, reported
+
+
+def restore(*args: str | Path) -> int:
+    return main(["restore", *map(str, args), "-q"])
+
+
+def leftovers(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if "partial" in p.name or p.name.startswith(".")]
+
+
+# ---------------------------------------------------------------------------- restore
+
+
+def test_restore_folder_with_subfolder(tmp_path, tiny_onnx, capsys):
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    a, b = image(20, 28, 1), image(21, 30, 2)
+    cv2.imwrite(str(src / "a.png"), a)
+    cv2.imwrite(str(src / "sub" / "b.png"), b)
+    (src / "notes.txt").write_text("not an image")  # ignored
+    out = tmp_path / "out"
+    assert restore(src, "-o", out, "--model", tiny_onnx) == 0
+    assert "restored 2 file(s)" in capsys.readouterr().err
+    got_a, got_b = cv2.imread(str(out / "a.png")), cv2.imread(str(out / "sub" / "b.png"))
+    assert got_a.shape == a.shape and got_b.shape == b.shape
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == ["a.png", "sub/b.png"]
+    # PNG is lossless: the files hold exactly what the library returns
+    with Restorer(tiny_onnx) as r:
+        np.testing.assert_array_equal(got_a, r.restore(a))
+        np.testing.assert_array_equal(got_b, r.restore(b))
+    assert not leftovers(out)
+
+
+def test_restore_single_image_keeps_16_bit(tmp_path, tiny_onnx):
+    src = tmp_path / "x16.png"
+    img = image(20, 28, 3).astype(np.uint16) * 257
+    cv2.imwrite(str(src), img)
+    out = tmp_path / "out"
+    assert restore(src, "-o", out, "--model", tiny_onnx) == 0
+    got = cv2.imread(str(out / "x16.png"), cv2.IMREAD_UNCHANGED)
+    assert got.shape == img.shape and got.dtype == np.uint16
+    with Restorer(tiny_onnx) as r:
+        np.testing.assert_array_equal(got, r.restore(img))
+
+
+def test_restore_video(tmp_path, tiny_onnx, capsys):
+    src = tmp_path / "clip.mp4"
+    write_video(src, frames=5, h=32, w=48)
+    in_frames, _ = read_video(src)
+    out = tmp_path / "out"
+    assert restore(src, "-o", out, "--model", tiny_onnx) == 0
+    assert "restored 1 file(s)" in capsys.readouterr().err
+    frames, reported = read_video(out / "clip.mp4")
+    assert len(frames) == len(in_frames) == 5
+    assert reported == 5
+    assert all(f.shape == (32, 48, 3) for f in frames)
+    # the frames were restored (changed by the network), not copied
+    assert np.abs(frames[0].astype(int) - in_frames[0].astype(int)).mean() > 2
+    assert not leftovers(out)
+    assert sorted(p.name for p in out.iterdir()) == ["clip.mp4"]
+
+
+def test_restore_mixed_inputs(tmp_path, tiny_onnx):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "p.png"), image(20, 28, 4))
+    single = tmp_path / "single.jpg"
+    cv2.imwrite(str(single), image(21, 30, 5))
+    write_video(tmp_path / "v.mp4", frames=3)
+    out = tmp_path / "out"
+    assert restore(folder, single, tmp_path / "v.mp4", "-o", out, "--model", tiny_onnx) == 0
+    assert cv2.imread(str(out / "p.png")).shape == (20, 28, 3)
+    assert cv2.imread(str(out / "single.jpg")).shape == (21, 30, 3)
+    assert len(read_video(out / "v.mp4")[0]) == 3
+    assert not leftovers(out)
+
+
+def test_restore_corrupt_image(tmp_path, tiny_onnx, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    cv2.imwrite(str(src / "a.png"), image(seed=6))
+    cv2.imwrite(str(src / "c.png"), image(seed=7))
+    (src / "x.png").write_bytes(np.random.default_rng(0).integers(0, 256, 500, dtype=np.uint8).tobytes())
+    out = tmp_path / "out"
+    assert restore(src, "-o", out, "--model", tiny_onnx) == 1
+    err = capsys.readouterr().err
+    assert f"{src / 'x.png'}: not a readable image" in err
+    assert "restored 2 file(s)" in err and "1 failed" in err
+    assert (out / "a.png").is_file() and (out / "c.png").is_file()
+    assert not (out / "x.png").exists()
+    assert not leftovers(out)
+
+
+def test_restore_existing_output_needs_force(tmp_path, tiny_onnx, capsys):
+    src = tmp_path / "a.png"
+    cv2.imwrite(str(src), image(seed=8))
+    out = tmp_path / "out"
+    out.mkdir()
+    existing = out / "a.png"
+    existing.write_bytes(b"old bytes")
+    assert restore(src, "-o", out, "--model", tiny_onnx) == 1
+    err = capsys.readouterr().err
+    assert str(existing) in err and "--force" in err
+    assert existing.read_bytes() == b"old bytes"
+
+    assert restore(src, "-o", out, "--model", tiny_onnx, "--force") == 0
+    got = cv2.imread(str(existing))
+    assert got is not None and got.shape == (20, 28, 3)
+
+
+def test_restore_existing_output_among_others(tmp_path, tiny_onnx, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    cv2.imwrite(str(src / "a.png"), image(seed=9))
+    cv2.imwrite(str(src / "b.png"), image(seed=10))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.png").write_bytes(b"keep me")
+    assert restore(src, "-o", out, "--model", tiny_onnx) == 1
+    assert "a.png" in capsys.readouterr().err
+    assert (out / "a.png").read_bytes() == b"keep me"
+    assert cv2.imread(str(out / "b.png")).shape == (20, 28, 3)
+
+
+def test_restore_refuses_output_equal_to_input(tmp_path, tiny_onnx, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    cv2.imwrite(str(src / "a.png"), image(seed=11))
+    before = (src / "a.png").read_bytes()
+    for force in ([], ["--force"]):
+        assert restore(src, "-o", src, "--model", tiny_onnx, *force) == 1
+        err = capsys.readouterr().err
+        assert "overwrite an input" in err
+        assert (src / "a.png").read_bytes() == before
+    assert sorted(p.name for p in src.iterdir()) == ["a.png"]
+
+
+def test_restore_missing_input_and_empty_folder(tmp_path, tiny_onnx, capsys):
+    missing = tmp_path / "nope.png"
+    assert restore(missing, "-o", tmp_path / "out", "--model", tiny_onnx) == 1
+    err = capsys.readouterr().err
+    assert str(missing) in err and "no such file" in err
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert restore(empty, "-o", tmp_path / "out", "--model", tiny_onnx) == 1
+    err = capsys.readouterr().err
+    assert str(empty) in err and "no image or video" in err
+
+    # a missing input among good ones: the good one is restored, exit code still 1
+    good = tmp_path / "good.png"
+    cv2.imwrite(str(good), image(seed=12))
+    assert restore(good, missing, "-o", tmp_path / "out", "--model", tiny_onnx) == 1
+    assert str(missing) in capsys.readouterr().err
+    assert (tmp_path / "out" / "good.png").is_file()
+
+
+def test_restore_tile(tmp_path, tiny_onnx, capsys):
+    src = tmp_path / "big.png"
+    img = image(40, 56, 16)
+    cv2.imwrite(str(src), img)
+    out = tmp_path / "out"
+    assert restore(src, "-o", out, "--model", tiny_onnx, "--tile", "48", "--tile-overlap", "32") == 0
+    with Restorer(tiny_onnx, tile=48) as tiled, Restorer(tiny_onnx, tile=0) as whole:
+        want = tiled.restore(img)
+        assert not np.array_equal(want, whole.restore(img))  # 48 < 56: it really tiled
+    np.testing.assert_array_equal(cv2.imread(str(out / "big.png")), want)
+    # a tile not larger than the (default 32 px) overlap is an input error, not a traceback
+    assert restore(src, "-o", out, "--model", tiny_onnx, "--tile", "16", "--force") == 5
+    assert "tile=16" in capsys.readouterr().err
+
+
+def test_restore_missing_model(tmp_path, capsys):
+    src = tmp_path / "a.png"
+    cv2.imwrite(str(src), image(seed=13))
+    model = tmp_path / "missing.onnx"
+    assert restore(src, "-o", tmp_path / "out", "--model", model) == 4
+    err = capsys.readouterr().err
+    assert "mirnet: error:" in err and str(model) in err and "neither an existing file" in err
+    assert not (tmp_path / "out" / "a.png").exists()
+
+
+# ---------------------------------------------------------------------------- info
+
+
+@pytest.mark.parametrize("which", ["tiny_weights", "tiny_onnx"])
+def test_info(which, request, capsys):
+    path = request.getfixturevalue(which)
+    kind = {"tiny_weights": "weights", "tiny_onnx": "onnx"}[which]
+    assert main(["info", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert str(path) in text and f"({kind}, fp32)" in text
+    assert sha256_file(path) in text
+    assert "n_feat=16" in text and "multiples of 4" in text
+
+    assert main(["info", str(path), "--json"]) == 0
+    manifest = json.loads(capsys.readouterr().out)
+    assert manifest["kind"] == kind
+    assert len(manifest["sha256"]) == 64 and manifest["sha256"] == sha256_file(path)
+    assert manifest["config"]["n_feat"] == 16
+    assert manifest["io"]["input"]["pad_multiple"] == 4
+    if kind == "onnx":
+        assert manifest["source"]["sha256"] == sha256_file(request.getfixturevalue("tiny_weights"))
+
+
+def test_info_modified_artifact(tiny_onnx, tmp_path, capsys):
+    bad = tmp_path / "bad.onnx"
+    shutil.copy(tiny_onnx, bad)
+    shutil.copy(str(tiny_onnx) + ".json", str(bad) + ".json")
+    with open(bad, "ab") as fh:
+        fh.write(b"x")
+    assert main(["info", str(bad)]) == 4
+    assert "sha256" in capsys.readouterr().err
+    assert main(["info", str(bad), "--no-verify"]) == 0
+
+
+# ---------------------------------------------------------------------------- export
+
+
+def test_export_onnx(tiny_weights, tiny_onnx, tmp_path, capsys):
+    pytest.importorskip("torch")
+    out = tmp_path / "out.onnx"
+    assert main(["export", "onnx", str(tiny_weights), "-o", str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert out.is_file() and (tmp_path / "out.onnx.json").is_file()
+    manifest = json.loads((tmp_path / "out.onnx.json").read_text())
+    assert manifest["kind"] == "onnx" and manifest["variant"] == "tiny"
+    assert manifest["sha256"] == sha256_file(out)
+    assert manifest["parity"]["max_abs_diff"] < 1e-4
+    assert manifest["source"]["sha256"] == sha256_file(tiny_weights)
+    assert manifest["config"]["n_feat"] == 16
+    # the export restores like the fixture's export
+    img = image(20, 28, 14)
+    with Restorer(out) as a, Restorer(tiny_onnx) as b:
+        np.testing.assert_array_equal(a.restore(img), b.restore(img))
+
+    before = out.read_bytes()
+    assert main(["export", "onnx", str(tiny_weights), "-o", str(out)]) == 5
+    assert "--force" in capsys.readouterr().err
+    assert out.read_bytes() == before
+    assert main(["export", "onnx", str(tiny_weights), "-o", str(out), "--force"]) == 0
+    assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
+
+
+# ---------------------------------------------------------------------------- variants / version
+
+EXPECTED_VARIANTS = {"lite", "nano", "real-denoising", "sr-x4", "defocus-dual-pixel"}
+
+
+def test_variants(capsys):
+    assert main(["variants"]) == 0
+    text = capsys.readouterr().out
+    for name in EXPECTED_VARIANTS:
+        assert name in text
+    assert "unshuffle=2" in text
+
+    assert main(["variants", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    by_name = {row["variant"]: row for row in rows}
+    assert EXPECTED_VARIANTS <= set(by_name)
+    assert by_name["sr-x4"]["scale"] == 4
+    assert by_name["defocus-dual-pixel"]["in_channels"] == 6
+    assert by_name["real-denoising"]["n_feat"] == 80
+    assert by_name["nano"]["unshuffle"] == 2
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"mirnet-edge {__version__}"
+
+
+def test_usage_errors(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["restore", "x.png"])  # -o is required
+    assert exc.value.code == 2
+    assert "--output" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- console script
+
+
+def test_console_script(tmp_path, tiny_onnx):
+    exe = shutil.which("mirnet") or str(Path(sys.executable).parent / "mirnet")
+    if not os.access(exe, os.X_OK):
+        pytest.skip("the mirnet console script is not installed")
+    src = tmp_path / "a.png"
+    img = image(20, 28, 15)
+    cv2.imwrite(str(src), img)
+    out = tmp_path / "out"
+    proc = subprocess.run([exe, "restore", str(src), "-o", str(out), "--model", str(tiny_onnx), "-q"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    with Restorer(tiny_onnx) as r:
+        np.testing.assert_array_equal(cv2.imread(str(out / "a.png")), r.restore(img))
+    proc = subprocess.run([exe, "restore", str(src), "-o", str(out), "--model", str(tiny_onnx), "-q"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "--force" in proc.stderr
+    proc = subprocess.run([exe, "info", str(tmp_path / "missing.onnx")], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 4 and "missing.onnx" in proc.stderr
