@@ -1,0 +1,309 @@
+"""Training/validation data: folder pairing, progressive schedule, deterministic keyed samples,
+rank-disjoint batch sampling, worker-independent loading and the AWGN evaluation protocol."""
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from mirnet.sdk.errors import ConfigError, InputError
+from mirnet.train.data import (EvalSet, ProgressiveSchedule, SourceConfig, StepBatchSampler,
+                               TrainSet, list_images, load_rgb, pair_folders)
+from mirnet.train.degrade import DegradeConfig
+
+
+def write_rgb(path, rgb_u8):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), np.ascontiguousarray(rgb_u8[..., ::-1]))
+    return path
+
+
+def rand_u8(rng, h, w, lo=0, hi=256):
+    return rng.integers(lo, hi, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.fixture
+def clean_dir(tmp_path):
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate([(40, 56), (48, 48), (24, 32)]):
+        write_rgb(tmp_path / "clean" / f"img{i}.png", rand_u8(rng, h, w))
+    return tmp_path / "clean"
+
+
+@pytest.fixture
+def paired_dirs(tmp_path):
+    """low = high // 2 exactly (even high values), so input * 2 == target after any crop/flip."""
+    rng = np.random.default_rng(1)
+    for i, (h, w) in enumerate([(36, 52), (44, 30)]):
+        high = rand_u8(rng, h, w, 0, 128) * 2
+        write_rgb(tmp_path / "high" / f"p{i}.png", high)
+        write_rgb(tmp_path / "low" / f"p{i}.png", high // 2)
+    return tmp_path / "low", tmp_path / "high"
+
+
+# -- files --------------------------------------------------------------------------------------
+
+def test_list_images_and_load_rgb(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        list_images(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("x")
+    with pytest.raises(ConfigError, match=r"no image file.*\.png"):
+        list_images(tmp_path / "empty")
+
+    rgb = np.zeros((5, 7, 3), np.uint8)
+    rgb[..., 0] = 255  # pure red
+    write_rgb(tmp_path / "d" / "b.png", rgb)
+    cv2.imwrite(str(tmp_path / "d" / "a.png"), np.full((5, 7), 128, np.uint8))  # gray
+    cv2.imwrite(str(tmp_path / "d" / "c.png"), np.full((5, 7, 3), 65535, np.uint16))  # 16-bit
+    files = list_images(tmp_path / "d")
+    assert [p.name for p in files] == ["a.png", "b.png", "c.png"]
+    gray, red, white16 = (load_rgb(p) for p in files)
+    assert gray.shape == (5, 7, 3) and gray.dtype == np.float32
+    assert np.allclose(gray, 128 / 255)
+    assert np.allclose(red[..., 0], 1) and np.allclose(red[..., 1:], 0)
+    assert np.allclose(white16, 1.0)
+    with pytest.raises(InputError, match="missing.png"):
+        load_rgb(tmp_path / "missing.png")
+
+
+def test_pair_folders_by_name(paired_dirs, tmp_path):
+    low, high = paired_dirs
+    pairs = pair_folders(low, high)
+    assert [(a.name, b.name) for a, b in pairs] == [("p0.png", "p0.png"), ("p1.png", "p1.png")]
+    assert all(a.parent == low and b.parent == high for a, b in pairs)
+
+    rng = np.random.default_rng(0)
+    write_rgb(low / "only_low.png", rand_u8(rng, 8, 8))
+    write_rgb(high / "p0.jpg", rand_u8(rng, 8, 8))  # same stem, other suffix: not a match
+    with pytest.raises(ConfigError) as e:
+        pair_folders(low, high)
+    msg = str(e.value)
+    assert "only_low.png" in msg and "p0.jpg" in msg and "only in low" in msg and "only in high" in msg
+
+
+def test_pair_folders_lists_at_most_five(tmp_path):
+    rng = np.random.default_rng(0)
+    write_rgb(tmp_path / "high" / "x.png", rand_u8(rng, 8, 8))
+    for i in range(8):
+        write_rgb(tmp_path / "low" / f"l{i}.png", rand_u8(rng, 8, 8))
+    with pytest.raises(ConfigError, match=r"8 file\(s\) only in low.*and 3 more.*1 file\(s\) only in high"):
+        pair_folders(tmp_path / "low", tmp_path / "high")
+
+
+def test_pair_folders_with_prefixes(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        write_rgb(tmp_path / "NOISY" / f"NOISY_{i}.png", rand_u8(rng, 8, 8))
+        write_rgb(tmp_path / "GT" / f"GT_{i}.png", rand_u8(rng, 8, 8))
+    with pytest.raises(ConfigError, match=r"low_prefix='NOISY_', high_prefix='GT_'"):
+        pair_folders(tmp_path / "NOISY", tmp_path / "GT")
+    pairs = pair_folders(tmp_path / "NOISY", tmp_path / "GT", low_prefix="NOISY_", high_prefix="GT_")
+    assert [(a.name, b.name) for a, b in pairs] == [("NOISY_0.png", "GT_0.png"), ("NOISY_1.png", "GT_1.png")]
+    write_rgb(tmp_path / "GT" / "other.png", rand_u8(rng, 8, 8))
+    with pytest.raises(ConfigError, match=r"after stripping.*only in high.*other.png"):
+        pair_folders(tmp_path / "NOISY", tmp_path / "GT", low_prefix="NOISY_", high_prefix="GT_")
+    with pytest.raises(ConfigError, match="applies only to paired"):
+        SourceConfig(clean="c", low_prefix="NOISY_")
+
+
+# -- schedule -----------------------------------------------------------------------------------
+
+def test_progressive_schedule_boundaries():
+    s = ProgressiveSchedule(iters=[3, 2, 4], patch=[16, 24, 32], batch=[8, 4, 2])
+    assert s.total == 9
+    assert [s.at(i) for i in range(11)] == [(16, 8)] * 3 + [(24, 4)] * 2 + [(32, 2)] * 6
+    assert s.stage(2) == 0 and s.stage(3) == 1 and s.stage(100) == 2
+    assert ProgressiveSchedule.from_dict({"iters": [3, 2, 4], "patch": [16, 24, 32], "batch": [8, 4, 2]}) == s
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(iters=[1, 2], patch=[8], batch=[1, 1]), r"one entry per stage.*'patch': 1.*same length"),
+    (dict(iters=[], patch=[], batch=[]), r"non-empty"),
+    (dict(iters=[1, 0], patch=[8, 8], batch=[1, 1]), r"iters.*0 is not a positive integer"),
+    (dict(iters=[1], patch=[8.5], batch=[1]), r"patch"),
+])
+def test_progressive_schedule_validation(kw, match):
+    with pytest.raises(ConfigError, match=match):
+        ProgressiveSchedule(**kw)
+    with pytest.raises(ConfigError, match=r"unknown \['patches'\].*missing \['patch'\]"):
+        ProgressiveSchedule.from_dict({"iters": [1], "patches": [8], "batch": [1]})
+
+
+# -- sources and TrainSet -----------------------------------------------------------------------
+
+def test_source_config_validation(tmp_path):
+    s = SourceConfig.from_dict({"clean": "c", "weight": 2, "degrade": {"awgn_sigma": [0, 50]}}, root=tmp_path)
+    assert s.clean == str(tmp_path / "c") and s.degrade.awgn_sigma == (0.0, 50.0) and not s.paired
+    with pytest.raises(ConfigError, match=r"unknown source key\(s\) \['folder'\].*clean"):
+        SourceConfig.from_dict({"folder": "x"})
+    with pytest.raises(ConfigError, match="not both"):
+        SourceConfig(clean="a", low="b", high="c")
+    with pytest.raises(ConfigError, match="both low: and high:"):
+        SourceConfig(low="b")
+    with pytest.raises(ConfigError, match="weight=0"):
+        SourceConfig(clean="a", weight=0)
+    with pytest.raises(ConfigError, match="paired source but sets degrade"):
+        SourceConfig.from_dict({"low": "a", "high": "b", "degrade": {"awgn_sigma": [25, 25]}})
+
+
+def make_trainset(clean_dir, paired_dirs, seed=0):
+    low, high = paired_dirs
+    return TrainSet([
+        SourceConfig(clean=str(clean_dir), weight=1.0, degrade=DegradeConfig(awgn_sigma=(10, 30))),
+        SourceConfig(low=str(low), high=str(high), weight=1.0),
+    ], seed=seed)
+
+
+def test_trainset_deterministic(clean_dir, paired_dirs):
+    ds = make_trainset(clean_dir, paired_dirs)
+    a_in, a_tgt = ds[(5, 1, 16)]
+    b_in, b_tgt = make_trainset(clean_dir, paired_dirs)[(5, 1, 16)]  # fresh cache, same seed
+    assert a_in.dtype == torch.float32 and a_in.shape == (3, 16, 16) == a_tgt.shape
+    assert torch.equal(a_in, b_in) and torch.equal(a_tgt, b_tgt)
+    assert torch.equal(ds[(5, 1, 16)][0], a_in)  # cached path gives the same
+    for other in [(5, 2, 16), (6, 1, 16)]:
+        assert not torch.equal(ds[other][1], a_tgt) or not torch.equal(ds[other][0], a_in)
+    c_in, _ = make_trainset(clean_dir, paired_dirs, seed=1)[(5, 1, 16)]
+    assert not torch.equal(c_in, a_in)
+    with pytest.raises(InputError, match="StepBatchSampler"):
+        ds[3]
+
+
+def test_trainset_patch_larger_than_image(clean_dir, paired_dirs):
+    ds = make_trainset(clean_dir, paired_dirs)
+    for j in range(12):
+        inp, tgt = ds[(0, j, 72)]  # every image is smaller than 72 in at least one side
+        assert inp.shape == tgt.shape == (3, 72, 72)
+        assert torch.isfinite(inp).all() and 0 <= tgt.min() and tgt.max() <= 1
+
+
+def test_trainset_uses_both_sources_and_weights(clean_dir, paired_dirs):
+    low, high = paired_dirs
+    ds = TrainSet([SourceConfig(clean=str(clean_dir), weight=3.0),
+                   SourceConfig(low=str(low), high=str(high), weight=1.0)], seed=0)
+    # a clean source with the default (identity) degrade returns input == target
+    same = sum(torch.equal(*ds[(s, 0, 8)]) for s in range(400))
+    assert 240 < same < 360  # ~ 3/4
+
+
+def test_paired_geometry_identical_on_input_and_target(paired_dirs):
+    low, high = paired_dirs
+    ds = TrainSet([SourceConfig(low=str(low), high=str(high))], seed=3)
+    for step in range(24):
+        for patch in (16, 64):
+            inp, tgt = ds[(step, 0, patch)]
+            assert torch.allclose(inp * 2, tgt, atol=1e-6)
+            assert tgt.std() > 0.1  # real content, not padding of zeros
+
+
+def test_trainset_augmentation_covers_flips_and_rotations(tmp_path):
+    img = np.arange(8 * 8 * 3, dtype=np.uint8).reshape(8, 8, 3)
+    write_rgb(tmp_path / "one" / "a.png", img)
+    ds = TrainSet([SourceConfig(clean=str(tmp_path / "one"))], seed=0)
+    variants = {ds[(s, 0, 8)][1].numpy().tobytes() for s in range(64)}
+    assert len(variants) == 8  # full image crop: only the 8 dihedral transforms differ
+
+
+def test_step_batch_sampler_ranks_disjoint_and_cover():
+    sched = ProgressiveSchedule(iters=[2, 3], patch=[16, 32], batch=[3, 2])
+    s0 = StepBatchSampler(sched, rank=0, world_size=2)
+    s1 = StepBatchSampler(sched, rank=1, world_size=2)
+    b0, b1 = list(s0), list(s1)
+    assert len(s0) == len(b0) == 5 == len(b1)
+    for step, (k0, k1) in enumerate(zip(b0, b1)):
+        patch, b = sched.at(step)
+        assert len(k0) == len(k1) == b
+        assert not set(k0) & set(k1)
+        assert sorted(k0 + k1) == [(step, j, patch) for j in range(2 * b)]
+    resumed = list(StepBatchSampler(sched, rank=1, world_size=2, start_step=3))
+    assert resumed == b1[3:] and len(StepBatchSampler(sched, start_step=7)) == 0
+    assert len(list(StepBatchSampler(sched, total_steps=7))) == 7
+    with pytest.raises(ConfigError, match=r"rank=2 must be < world_size=2"):
+        StepBatchSampler(sched, rank=2, world_size=2)
+
+
+def test_dataloader_workers_do_not_change_batches(clean_dir, paired_dirs):
+    ds = make_trainset(clean_dir, paired_dirs)
+    sched = ProgressiveSchedule(iters=[2, 2], patch=[16, 24], batch=[3, 2])
+
+    def batches(workers):
+        sampler = StepBatchSampler(sched, rank=0, world_size=1)
+        return list(DataLoader(ds, batch_sampler=sampler, num_workers=workers))
+
+    serial, parallel = batches(0), batches(2)
+    assert len(serial) == len(parallel) == 4
+    assert serial[0][0].shape == (3, 3, 16, 16) and serial[3][1].shape == (2, 3, 24, 24)
+    for (a_in, a_tgt), (b_in, b_tgt) in zip(serial, parallel):
+        assert torch.equal(a_in, b_in) and torch.equal(a_tgt, b_tgt)
+
+
+# -- EvalSet ------------------------------------------------------------------------------------
+
+def test_evalset_awgn_protocol(tmp_path):
+    rng = np.random.default_rng(0)
+    write_rgb(tmp_path / "c" / "a.png", rand_u8(rng, 32, 40))
+    write_rgb(tmp_path / "c" / "b.png", rand_u8(rng, 32, 40, 250, 256))  # near white
+    write_rgb(tmp_path / "c" / "c.png", rand_u8(rng, 20, 20))
+    ev = EvalSet.from_clean(tmp_path / "c", 25)
+    assert len(ev) == 3 and ev.names == ["a.png", "b.png", "c.png"]
+    (n0, c0), (n1, c1) = ev[0], ev[1]
+    assert n0.dtype == c0.dtype == np.float32 and n0.shape == c0.shape == (32, 40, 3)
+    assert np.allclose(n0 - c0, n1 - c1, atol=1e-6)  # RNG reset per image
+    expected = np.random.RandomState(0).normal(0, 25 / 255, (32, 40, 3))
+    assert np.allclose(n0 - c0, expected, atol=1e-6)
+    assert n1.max() > 1.0 and n0.min() < 0.0  # not clipped
+
+    clipped = EvalSet.from_clean(tmp_path / "c", 25, clip=True, limit=2)
+    assert len(clipped) == 2
+    n = clipped[1][0]
+    assert n.min() >= 0 and n.max() <= 1 and np.allclose(n * 255, np.round(n * 255), atol=1e-4)
+
+    cropped = EvalSet.from_clean(tmp_path / "c", 25, crop=16)
+    assert [p[0].shape for p in cropped] == [(16, 16, 3)] * 3
+    assert np.array_equal(cropped[0][1], c0[8:24, 12:28])
+    with pytest.raises(ConfigError, match="crop=12 must be None.*multiple of 8"):
+        EvalSet.from_clean(tmp_path / "c", 25, crop=12)
+    with pytest.raises(ConfigError, match="sigma=-1"):
+        EvalSet.from_clean(tmp_path / "c", -1)
+
+
+def test_evalset_from_pairs(paired_dirs):
+    low, high = paired_dirs
+    ev = EvalSet.from_pairs(low, high, crop=16)
+    assert len(ev) == 2 and ev.names == ["p0.png", "p1.png"]
+    for lo, hi in ev:
+        assert lo.shape == hi.shape == (16, 16, 3)
+        assert np.allclose(lo * 2, hi, atol=1e-6)
+    assert len(EvalSet.from_pairs(low, high, limit=1)) == 1
+
+
+def test_trainset_pickles_without_cache(clean_dir, paired_dirs):
+    import pickle
+
+    ds = make_trainset(clean_dir, paired_dirs)
+    first = ds[(0, 0, 16)]
+    assert ds._cache
+    clone = pickle.loads(pickle.dumps(ds))
+    assert clone._cache == {}
+    assert all(torch.equal(a, b) for a, b in zip(clone[(0, 0, 16)], first))
+
+
+def test_holdout_split_is_disjoint_and_shared_by_train_and_eval(tmp_path):
+    from mirnet.train.data import split_holdout
+
+    train, held = split_holdout(list(range(100)), 10)
+    assert held == list(range(9, 100, 10)) and len(train) == 90 and not set(train) & set(held)
+    assert split_holdout([1, 2], 0) == ([1, 2], [])
+    with pytest.raises(ConfigError, match="holdout_every=1"):
+        split_holdout([], 1)
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        img = rand_u8(rng, 16, 16)
+        write_rgb(tmp_path / "low" / f"{i}.png", img // 2)
+        write_rgb(tmp_path / "high" / f"{i}.png", img)
+    src = SourceConfig(low=str(tmp_path / "low"), high=str(tmp_path / "high"), holdout_every=3)
+    ds = TrainSet([src], seed=0)
+    assert [p[1].name for p in ds.items[0]] == ["0.png", "1.png", "3.png", "4.png"]
+    ev = EvalSet.from_pairs(tmp_path / "low", tmp_path / "high", holdout_every=3)
+    assert ev.names == ["2.png", "5.png"]

@@ -1,0 +1,168 @@
+"""The training loop: exact resume, DDP equivalence (2 gloo processes), CLI train/eval, eval protocol."""
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from mirnet.sdk.cli import main
+from mirnet.sdk.errors import ConfigError
+from mirnet.train.config import TrainConfig
+from mirnet.train.loop import Trainer
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _images(folder: Path, n: int = 3, size=(40, 48)) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        img = cv2.GaussianBlur(rng.integers(0, 256, (*size, 3), dtype=np.uint8), (5, 5), 2)
+        cv2.imwrite(str(folder / f"{i}.png"), img)
+    return folder
+
+
+def _config(tmp_path: Path, **overrides) -> dict:
+    data = {
+        "name": "t", "variant": "nano", "model": {"n_rrg": 1},
+        "sources": [{"clean": str(_images(tmp_path / "clean")), "degrade": {"awgn_sigma": [0, 50]}}],
+        "iters": [4, 4], "patch": [16, 24], "batch": [2, 2], "lr": 1e-3, "warmup_steps": 2,
+        "checkpoint_every": 2, "log_every": 1, "workers": 0, "out": str(tmp_path / "run"), "ema_decay": 0.9,
+    }
+    data.update(overrides)
+    return data
+
+
+def _write(tmp_path: Path, data: dict, name="cfg.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _state(out: Path) -> dict:
+    return torch.load(out / "last.pt", weights_only=True)
+
+
+def test_resume_is_exact(tmp_path):
+    straight = TrainConfig.from_dict(_config(tmp_path, out=str(tmp_path / "a")))
+    Trainer(straight, quiet=True).fit()
+    split = dataclasses.replace(straight, out=str(tmp_path / "b"))
+    Trainer(split, quiet=True, max_steps=3).fit()
+    assert _state(tmp_path / "b")["step"] == 3
+    with pytest.raises(ConfigError, match="--resume"):
+        Trainer(split, quiet=True)
+    Trainer(split, quiet=True, resume=True).fit()
+    a, b = _state(tmp_path / "a"), _state(tmp_path / "b")
+    assert a["step"] == b["step"] == 8
+    for part in ("model", "ema"):
+        for key in a[part]:
+            assert torch.equal(a[part][key], b[part][key]), (part, key)
+    assert a["scheduler"] == b["scheduler"]
+    losses_a = [r["loss"] for r in map(json.loads, open(tmp_path / "a" / "metrics.jsonl")) if "loss" in r]
+    losses_b = [r["loss"] for r in map(json.loads, open(tmp_path / "b" / "metrics.jsonl")) if "loss" in r]
+    assert losses_a == losses_b
+
+
+def test_resume_refuses_a_changed_config(tmp_path):
+    cfg = TrainConfig.from_dict(_config(tmp_path))
+    Trainer(cfg, quiet=True, max_steps=2).fit()
+    with pytest.raises(ConfigError, match="lr"):
+        Trainer(dataclasses.replace(cfg, lr=5e-4), quiet=True, resume=True)
+
+
+def test_training_reduces_the_loss_and_validates(tmp_path):
+    data = _config(tmp_path, iters=[60], patch=[24], batch=[4], checkpoint_every=60, log_every=5,
+                   lr=3e-3, val={"clean": str(tmp_path / "clean"), "sigma": 25, "limit": 2, "crop": 32, "every": 30})
+    data["sources"][0]["degrade"] = {"awgn_sigma": [25, 25]}
+    final = Trainer(TrainConfig.from_dict(data), quiet=True).fit()
+    records = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])
+    vals = [r for r in records if "val_psnr" in r]
+    assert [r["step"] for r in vals] == [30, 60] and all(np.isfinite(r["val_psnr"]) for r in vals)
+    manifest = json.loads(Path(str(final) + ".json").read_text())
+    assert manifest["training"]["steps"] == 60 and manifest["metrics"]["val_n"] == 2
+    assert (tmp_path / "run" / "best.safetensors").is_file()
+
+
+def test_config_errors_name_the_problem(tmp_path):
+    with pytest.raises(ConfigError, match="unknown keys \\['epochs'\\]"):
+        TrainConfig.from_dict(_config(tmp_path, epochs=3))
+    with pytest.raises(ConfigError, match="not multiples of 8"):
+        TrainConfig.from_dict(_config(tmp_path, patch=[12, 24]))
+    with pytest.raises(ConfigError, match="lr_periods"):
+        TrainConfig.from_dict(_config(tmp_path, lr_periods=[3, 3]))
+    with pytest.raises(ConfigError, match="valid variants"):
+        TrainConfig.from_dict(_config(tmp_path, variant="giant"))
+
+
+def _mirnet() -> str:
+    return shutil.which("mirnet") or str(Path(sys.executable).parent / "mirnet")
+
+
+def test_ddp_two_processes_match_one_process_with_the_global_batch(tmp_path):
+    single = _write(tmp_path, _config(tmp_path, out=str(tmp_path / "single"), batch=[2, 2]), "single.yaml")
+    ddp = _write(tmp_path, _config(tmp_path, out=str(tmp_path / "ddp"), batch=[1, 1]), "ddp.yaml")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    run = subprocess.run([_mirnet(), "train", "--config", str(single), "-q"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          _mirnet(), "train", "--config", str(ddp), "-q", "--device", "cpu"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    a, b = _state(tmp_path / "single"), _state(tmp_path / "ddp")
+    assert b["step"] == 8
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-4, atol=1e-5)
+
+
+def test_cli_train_and_eval(tmp_path, capsys):
+    cfg = _write(tmp_path, _config(tmp_path))
+    assert main(["train", "--config", str(cfg), "-q"]) == 0
+    weights = tmp_path / "run" / "t.safetensors"
+    assert weights.is_file()
+    assert main(["eval", "--model", str(weights), "--data", str(tmp_path / "clean"), "--sigma", "25",
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["n"] == 3 and 0 < result["psnr"] < 60 and 0 < result["ssim"] <= 1
+    assert "seed 0 per image" in result["protocol"] and "no clipping" in result["protocol"]
+    assert main(["eval", "--baseline", "nlm", "--data", str(tmp_path / "clean"), "--sigma", "25", "--clip",
+                 "--y"]) == 0
+    text = capsys.readouterr().out
+    assert "baseline:nlm" in text and "Y (BT.601)" in text and "clipped" in text
+
+
+def test_eval_protocol_known_answer(tmp_path, capsys):
+    """An identity network (zero output conv + image residual) scores exactly PSNR(clip(noisy), clean)."""
+    from mirnet.sdk.model import create_model, save_weights
+
+    clean_dir = _images(tmp_path / "clean", n=2, size=(32, 40))
+    model = create_model("nano")
+    with torch.no_grad():
+        model.conv_out.weight.zero_()
+    weights = save_weights(model, tmp_path / "identity.safetensors")
+    assert main(["eval", "--model", str(weights), "--data", str(clean_dir), "--sigma", "25", "--json",
+                 "--backend", "torch"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    want = []
+    for i in range(2):
+        clean = cv2.imread(str(clean_dir / f"{i}.png"))[..., ::-1].astype(np.float32) / 255
+        noisy = clean + np.random.RandomState(0).normal(0, 25 / 255, clean.shape)
+        mse = np.mean((np.clip(noisy, 0, 1) - clean) ** 2)
+        want.append(10 * np.log10(1 / mse))
+    assert result["psnr"] == pytest.approx(np.mean(want), abs=1e-3)
+
+
+def test_shipped_configs_parse():
+    for path in sorted((REPO / "train" / "configs").glob("*.yaml")):
+        cfg = TrainConfig.from_dict(yaml.safe_load(path.read_text()))
+        assert cfg.total_steps > 0 and cfg.sources

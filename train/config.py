@@ -1,0 +1,165 @@
+"""Training-run configuration: dataclasses loaded from YAML (data, schedule, variant name).
+
+No registries: every field is explicit, and unknown keys are refused with the valid ones listed.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mirnet.sdk.errors import ConfigError, require
+from mirnet.sdk.model import MIRNetV2Config, get_variant
+
+from .data import ProgressiveSchedule, SourceConfig
+from .losses import LossConfig
+
+
+def _check_keys(cls, data: dict, where: str) -> None:
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {unknown}; valid keys: {sorted(known)}")
+
+
+@dataclass(frozen=True)
+class ValConfig:
+    """Validation set (model selection only): a clean folder with AWGN ``sigma``, or paired folders."""
+
+    clean: str | None = None
+    sigma: float | None = None
+    low: str | None = None
+    high: str | None = None
+    low_prefix: str = ""
+    high_prefix: str = ""
+    holdout_every: int = 0
+    limit: int | None = 8
+    crop: int | None = 256
+    every: int = 1000
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ValConfig":
+        _check_keys(cls, data, "val")
+        cfg = cls(**data)
+        if (cfg.clean is None) == (cfg.low is None):
+            raise ConfigError("val: give either `clean` (+ `sigma`) or `low` + `high`")
+        if cfg.clean is not None and cfg.sigma is None:
+            raise ConfigError("val: a clean validation folder needs `sigma` (AWGN, 0-255 units)")
+        return cfg
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. ``iters``/``patch``/``batch`` are the progressive schedule (per-process
+    batch); the LR follows the official cosine-with-restarts schedule over ``lr_periods``."""
+
+    name: str
+    sources: tuple[SourceConfig, ...]
+    variant: str = "lite"
+    model: dict = field(default_factory=dict)
+    init: str | None = None
+    val: ValConfig | None = None
+    iters: tuple[int, ...] = (1000,)
+    patch: tuple[int, ...] = (128,)
+    batch: tuple[int, ...] = (8,)
+    lr: float = 2e-4
+    weight_decay: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    lr_periods: tuple[int, ...] | None = None
+    lr_restart_weights: tuple[float, ...] | None = None
+    lr_eta_mins: tuple[float, ...] = (1e-6,)
+    warmup_steps: int = 0
+    grad_clip: float = 0.01
+    ema_decay: float = 0.999
+    loss: LossConfig = field(default_factory=LossConfig)
+    amp: bool = True
+    checkpoint_every: int = 500
+    log_every: int = 20
+    workers: int = 2
+    seed: int = 0
+    threads: int | None = None
+    tensorboard: bool = False
+    out: str | None = None
+
+    @property
+    def schedule(self) -> ProgressiveSchedule:
+        return ProgressiveSchedule(list(self.iters), list(self.patch), list(self.batch))
+
+    @property
+    def total_steps(self) -> int:
+        return sum(self.iters)
+
+    @property
+    def periods(self) -> list[int]:
+        return list(self.lr_periods) if self.lr_periods else [self.total_steps]
+
+    @property
+    def restart_weights(self) -> list[float]:
+        return list(self.lr_restart_weights) if self.lr_restart_weights else [1.0] * len(self.periods)
+
+    @property
+    def eta_mins(self) -> list[float]:
+        mins = list(self.lr_eta_mins)
+        return mins * len(self.periods) if len(mins) == 1 else mins
+
+    def model_config(self) -> MIRNetV2Config:
+        return get_variant(self.variant).replace(**self.model)
+
+    def out_dir(self) -> Path:
+        """``out`` if set, else ``runs/<name>`` under the working directory."""
+        return Path(self.out) if self.out else Path("runs") / self.name
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        """Build from a YAML mapping. Relative paths are relative to the working directory."""
+        _check_keys(cls, data, "training config")
+        data = dict(data)
+        for key in ("name", "sources"):
+            if key not in data:
+                raise ConfigError(f"training config: `{key}` is required")
+        if not data["sources"]:
+            raise ConfigError("training config: `sources` is empty; add at least one data source")
+        sources = []
+        for i, src in enumerate(data["sources"]):
+            try:
+                sources.append(SourceConfig.from_dict(src))
+            except ConfigError as exc:
+                raise ConfigError(f"sources[{i}]: {exc}") from None
+        data["sources"] = tuple(sources)
+        if data.get("val") is not None:
+            data["val"] = ValConfig.from_dict(data["val"])
+        if "loss" in data:
+            data["loss"] = LossConfig.from_dict(data["loss"] or {})
+        for key in ("iters", "patch", "batch", "betas", "lr_periods", "lr_restart_weights", "lr_eta_mins"):
+            if isinstance(data.get(key), list):
+                data[key] = tuple(data[key])
+            elif isinstance(data.get(key), (int, float)) and key != "betas":
+                data[key] = (data[key],)
+        cfg = cls(**data)
+        cfg.schedule  # validates the progressive schedule
+        m = cfg.model_config().pad_multiple  # validates variant and overrides
+        bad = [p for p in cfg.patch if p % m]
+        if bad:
+            raise ConfigError(f"patch sizes {bad} are not multiples of {m}, the pad multiple of "
+                              f"variant {cfg.variant!r}")
+        if cfg.lr_periods and sum(cfg.lr_periods) != cfg.total_steps:
+            raise ConfigError(f"lr_periods {list(cfg.lr_periods)} sum to {sum(cfg.lr_periods)}, "
+                              f"but the schedule has {cfg.total_steps} steps (sum of iters)")
+        return cfg
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TrainConfig":
+        yaml = require("yaml", "train")
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"training config {path} not found")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML ({exc})") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        return cls.from_dict(data)
