@@ -1,5 +1,163 @@
-"""mirnet-edge: the product card's top-level folders mapped into one ``mirnet`` namespace."""
-from setuptools import find_packages, setup
+"""mirnet-edge: the product card's top-level folders mapped into one ``mirnet`` namespace.
+
+Also builds the required C++ extension ``mirnet.sdk._ext`` from ``cpp_ext/src``: the ``*.cpp``
+sources (CPU, OpenMP, pybind11) always, plus the ``*.cu`` CUDA kernels when a CUDA toolkit is
+found (``bin/nvcc`` and ``include/cuda_runtime.h`` under ``CUDA_HOME``, ``CUDA_PATH``,
+``/usr/local/cuda`` or the toolkit of the ``nvcc`` on PATH). The CUDA runtime is linked statically,
+so the module imports on machines without a GPU or libcudart.so. Environment:
+
+* ``MIRNET_NO_CUDA=1``: build the CPU kernels only.
+* ``MIRNET_CUDA_ARCHS="80;90"``: GPU architectures (default ``75;80;86;87;89;90``); the highest
+  also ships as PTX for newer GPUs.
+* ``MIRNET_BUILD_JOBS``: parallel compiler processes (default 2).
+* ``CUDAHOSTCXX``: host compiler for nvcc.
+
+A failing build fails the install: the extension is part of the product.
+"""
+import os
+import re
+import shutil
+import subprocess
+import sys
+from glob import glob
+from pathlib import Path
+
+from setuptools import Extension, find_packages, setup
+from setuptools.command.build_ext import build_ext
+from setuptools.errors import CompileError, ExecError, LinkError
+
+EXT_SRC = "cpp_ext/src"
+DEFAULT_CUDA_ARCHS = "75;80;86;87;89;90"
+CXX_FLAGS = ["-std=c++17", "-O3", "-g0", "-fopenmp", "-ffp-contract=off", "-fvisibility=hidden", "-Wall"]
+NVCC_FLAGS = ["-std=c++17", "-O3", "--fmad=false", "-Xcompiler", "-fPIC,-ffp-contract=off,-fvisibility=hidden"]
+
+
+def log(msg: str) -> None:
+    print(f"mirnet-edge build: {msg}", file=sys.stderr, flush=True)
+
+
+def _toolkit_of_nvcc_on_path() -> str | None:
+    """The toolkit behind the ``nvcc`` on PATH, which may be a wrapper script, not a symlink."""
+    nvcc = shutil.which("nvcc")
+    if not nvcc:
+        return None
+    try:  # nvcc prints its real location as "#$ TOP=<toolkit>/bin/.." in a dry run
+        out = subprocess.run([nvcc, "--dryrun", "-c", "probe.cu"], capture_output=True, text=True, timeout=60)
+        top = re.search(r"^#\$ TOP=(.+)$", out.stdout + out.stderr, re.M)
+        if top:
+            return os.path.realpath(top.group(1).strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return str(Path(os.path.realpath(nvcc)).parent.parent)
+
+
+def find_cuda() -> dict | None:
+    """``{home, nvcc, libdir}`` of a usable CUDA toolkit, or None (the reason is logged)."""
+    if os.environ.get("MIRNET_NO_CUDA", "0") not in ("", "0"):
+        log("MIRNET_NO_CUDA is set: building the CPU kernels only")
+        return None
+    def candidates():
+        yield from (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda")
+        yield _toolkit_of_nvcc_on_path()
+
+    machine = os.uname().machine
+    for home in filter(None, candidates()):
+        root = Path(home)
+        nvcc, header = root / "bin" / "nvcc", root / "include" / "cuda_runtime.h"
+        if not (nvcc.is_file() and header.is_file()):
+            continue
+        libdirs = [root / "lib64", root / "lib", root / "targets" / f"{machine}-linux" / "lib"]
+        libdir = next((d for d in libdirs if (d / "libcudart_static.a").is_file()), None)
+        if libdir is None:
+            log(f"CUDA toolkit {root} has no libcudart_static.a: building the CPU kernels only")
+            return None
+        return {"home": root, "nvcc": str(nvcc), "libdir": str(libdir)}
+    log("no CUDA toolkit (bin/nvcc + include/cuda_runtime.h under CUDA_HOME, CUDA_PATH, /usr/local/cuda "
+        "or the nvcc on PATH): building the CPU kernels only")
+    return None
+
+
+def cuda_archs(nvcc: str) -> list[str]:
+    """MIRNET_CUDA_ARCHS (or the default), minus those this nvcc cannot build."""
+    wanted = [a.strip().removeprefix("sm_") for a in os.environ.get("MIRNET_CUDA_ARCHS", DEFAULT_CUDA_ARCHS).split(";")]
+    wanted = [a for a in wanted if a]
+    out = subprocess.run([nvcc, "--list-gpu-code"], capture_output=True, text=True)
+    if out.returncode == 0:  # older nvcc lack the option: then try them all
+        known = set(re.findall(r"sm_(\w+)", out.stdout))
+        for arch in [a for a in wanted if a not in known]:
+            log(f"nvcc cannot build sm_{arch}, skipping it")
+        wanted = [a for a in wanted if a in known]
+    if not wanted:
+        raise CompileError(f"no buildable CUDA architecture in MIRNET_CUDA_ARCHS="
+                           f"{os.environ.get('MIRNET_CUDA_ARCHS', DEFAULT_CUDA_ARCHS)!r}")
+    return wanted
+
+
+def jobs() -> int:
+    return max(1, int(os.environ.get("MIRNET_BUILD_JOBS", "2")))
+
+
+class BuildExt(build_ext):
+    """Compiles cpp_ext/src/*.cpp with the C++ compiler and *.cu with nvcc, links one module."""
+
+    def build_extensions(self) -> None:
+        try:
+            import pybind11
+        except ImportError as exc:
+            raise CompileError("building mirnet.sdk._ext needs pybind11>=2.12: pip install pybind11, "
+                               "or let pip build in an isolated environment (no --no-build-isolation)") from exc
+        for ext in self.extensions:
+            ext.include_dirs += [pybind11.get_include(), EXT_SRC]
+        try:
+            self._build_with_cuda(self.extensions[0])
+        except (CompileError, LinkError, ExecError, OSError) as exc:
+            raise CompileError(
+                f"building the C++ extension mirnet.sdk._ext failed ({exc}). It needs a C++17 compiler with "
+                "OpenMP (g++ >= 9) and the Python headers (python3-dev); CUDA kernels need a CUDA toolkit "
+                "matching the host compiler, or set MIRNET_NO_CUDA=1 to build without them.") from exc
+
+    def _build_with_cuda(self, ext: Extension) -> None:
+        cu_sources = sorted(glob(f"{EXT_SRC}/*.cu"))
+        cuda = find_cuda() if cu_sources else None
+        if cuda is None:
+            super().build_extensions()
+            return
+        archs = cuda_archs(cuda["nvcc"])
+        log(f"CUDA kernels from {cuda['home']} for sm_{', sm_'.join(archs)} (+ compute_{archs[-1]} PTX)")
+        ext.define_macros += [("MIRNET_WITH_CUDA", "1"), ("MIRNET_CUDA_ARCHS", f'"{";".join(archs)}"')]
+        ext.library_dirs.append(cuda["libdir"])
+        ext.libraries += ["cudart_static", "rt", "pthread", "dl"]
+        obj_dir = Path(self.build_temp) / "cuda"
+        obj_dir.mkdir(parents=True, exist_ok=True)
+        gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs]
+        gencode.append(f"-gencode=arch=compute_{archs[-1]},code=compute_{archs[-1]}")
+        host = ["-ccbin", os.environ["CUDAHOSTCXX"]] if os.environ.get("CUDAHOSTCXX") else []
+        newest_input = max(os.path.getmtime(f) for f in cu_sources + glob(f"{EXT_SRC}/*.h"))
+        for src in cu_sources:
+            obj = obj_dir / (Path(src).stem + ".o")
+            cmd = [cuda["nvcc"], "-c", src, "-o", str(obj), *NVCC_FLAGS, *host, f"-I{EXT_SRC}",
+                   "-DMIRNET_WITH_CUDA=1", *gencode, "--threads", str(jobs())]
+            ext.extra_objects.append(str(obj))
+            stamp = obj.with_suffix(".cmd")  # skip nvcc when sources and command are unchanged
+            if obj.is_file() and stamp.is_file() and stamp.read_text() == " ".join(cmd) \
+                    and obj.stat().st_mtime >= newest_input and not self.force:
+                log(f"{obj} is up to date")
+                continue
+            log(" ".join(cmd))
+            if subprocess.run(cmd).returncode != 0:
+                raise CompileError(f"nvcc failed on {src} (command above)")
+            stamp.write_text(" ".join(cmd))
+        super().build_extensions()
+
+
+EXTENSION = Extension(
+    "mirnet.sdk._ext",
+    sources=sorted(glob(f"{EXT_SRC}/*.cpp")),
+    depends=sorted(glob(f"{EXT_SRC}/*.h") + glob(f"{EXT_SRC}/*.cu")),
+    extra_compile_args=CXX_FLAGS,
+    extra_link_args=["-fopenmp"],
+    language="c++",
+)
 
 FOLDERS = {"sdk": "mirnet.sdk", "train": "mirnet.train", "optimize": "mirnet.optimize",
            "benchmarks": "mirnet.benchmarks"}
@@ -16,13 +174,17 @@ EXTRAS = {
     "cuda": ["cuda-python>=12.3"],
     "torch": TORCH,
     "train": TORCH + ["pyyaml>=6"],
-    "optimize": TORCH + ["onnx>=1.16", "onnxslim>=0.1.40", "onnxruntime>=1.18"],
+    "optimize": TORCH + ["onnx>=1.16", "onnxslim>=0.1.40", "onnxruntime>=1.18", "torch-pruning>=1.6,<2"],
+    # Never nvidia-modelopt[onnx]: that extra replaces onnxruntime.
+    "modelopt": TORCH + ["nvidia-modelopt>=0.47", "requests", "huggingface_hub"],
+    "bench": ["matplotlib>=3.7"],
     "gui": ["opencv-python>=4.8"],
+    "trt": ["tensorrt>=10", "cuda-python>=12.3"],
     "dev": ["pytest>=8"],
 }
-# Every extra that installs from PyPI on a Linux machine without a GPU. TensorRT is not here:
-# it comes from JetPack or NVIDIA's package index (see README, "TensorRT").
-EXTRAS["all"] = sorted({req for name, reqs in EXTRAS.items() if name != "gui" for req in reqs})
+# Every extra that installs from PyPI on a Linux machine without a GPU. Not here: `gui` (it
+# replaces the headless OpenCV) and `trt` (TensorRT comes from JetPack or NVIDIA's package index).
+EXTRAS["all"] = sorted({req for name, reqs in EXTRAS.items() if name not in ("gui", "trt") for req in reqs})
 
 setup(
     name="mirnet-edge",
@@ -37,4 +199,6 @@ setup(
     install_requires=["numpy>=1.24", "opencv-python-headless>=4.8", "tqdm>=4.60"],
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["mirnet = mirnet.sdk.cli:run"]},
+    ext_modules=[EXTENSION],
+    cmdclass={"build_ext": BuildExt},
 )

@@ -7,6 +7,8 @@ from math import isqrt
 
 import numpy as np
 
+from . import native
+
 #: Approximate peak activation bytes per input pixel per mid-network channel:
 #: float32 (4 bytes) times ~12 live feature maps at full resolution.
 BYTES_PER_CHANNEL_PIXEL = 4 * 12
@@ -114,11 +116,10 @@ def run_tiled(
                 left=x0 > 0,
                 right=x0 + tw < w,
             )
-            region = (slice(y0 * s, (y0 + th) * s), slice(x0 * s, (x0 + tw) * s))
-            acc[(slice(None), slice(None)) + region] += out * wt
-            wsum[region] += wt
+            # acc[..., region] += out * wt; wsum[region] += wt (C++ kernel when built, same numbers)
+            native.tile_accumulate(acc, wsum, out, wt, y0 * s, x0 * s)
     assert acc is not None  # ys and xs are never empty
-    acc /= wsum
+    native.tile_normalize(acc, wsum)
     return acc
 
 
