@@ -4,6 +4,7 @@ __version__ = "0.1.0"
 from .errors import (ArtifactError, ConfigError, EngineMismatchError, InputError,  # noqa: E402
                      MirnetError, MissingDependencyError, SourceError)
 from .restorer import Restorer  # noqa: E402
+from .stream import Stream  # noqa: E402
 
-__all__ = ["Restorer", "MirnetError", "ConfigError", "MissingDependencyError", "ArtifactError",
+__all__ = ["Restorer", "Stream", "MirnetError", "ConfigError", "MissingDependencyError", "ArtifactError",
            "EngineMismatchError", "InputError", "SourceError", "__version__"]

@@ -3,22 +3,41 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from .backends import Backend, open_backend
 from .errors import InputError
-from .ops import from_rgb3, plan_tile, postprocess, preprocess, run_tiled, to_rgb3
+from .ops import ImageKind, from_rgb3, plan_tile, postprocess, preprocess, run_tiled, to_rgb3
 from .zoo import DEFAULT_MODEL
 
 ORDERS = ("bgr", "rgb")
+
+
+@dataclass(frozen=True, eq=False)
+class Prepared:
+    """One image made ready for the network by :meth:`Restorer.prepare`.
+
+    ``tensor``: 1 x C x Hp x Wp float (padded); ``out_hw``: the output size before padding
+    (input size times ``scale``); ``dtype``: the integer dtype the output is rounded to;
+    ``kind``: what :meth:`Restorer.finish` restores (gray, alpha, float); ``order``: channel order.
+    Prepared images of one ``tensor.shape`` can be concatenated into one batch.
+    """
+
+    tensor: np.ndarray
+    out_hw: tuple[int, int]
+    dtype: np.dtype
+    kind: ImageKind
+    order: str
 
 
 class Restorer:
     """Restore images with a MIRNet-v2 artifact.
 
     ``model``: a bundled model name, ``.onnx`` (ONNX Runtime), ``.safetensors`` or ``.pth`` (PyTorch,
-    or ONNX Runtime through a cached export when ``backend='auto'`` on CPU).
+    or ONNX Runtime through a cached export when ``backend='auto'`` on CPU), or an opened
+    :class:`~mirnet.sdk.backends.Backend` instance (used as it is; ``close()`` closes it).
     ``tile``: ``None`` tiles only when an image would exceed ``memory_budget_mb`` of activations,
     ``0`` never tiles, ``N`` always uses N x N tiles; tiles overlap by ``tile_overlap`` pixels and
     are blended with linear feathering.
@@ -30,14 +49,16 @@ class Restorer:
     and dtype.
     """
 
-    def __init__(self, model: str | os.PathLike = DEFAULT_MODEL, *, backend: str = "auto",
+    def __init__(self, model: str | os.PathLike | Backend = DEFAULT_MODEL, *, backend: str = "auto",
                  threads: int | None = None, device: str = "cpu", tile: int | None = None,
                  tile_overlap: int = 32, memory_budget_mb: float = 1024):
         if tile is not None and tile < 0:
             raise InputError(f"tile={tile}: use None (automatic), 0 (never) or a size > tile_overlap")
         if tile_overlap < 0:
             raise InputError(f"tile_overlap={tile_overlap}: must be >= 0")
-        self.backend: Backend = open_backend(model, backend, threads=threads, device=device)
+        # an already opened Backend (e.g. a custom one) is used as it is; close() closes it
+        self.backend: Backend = model if isinstance(model, Backend) else open_backend(
+            model, backend, threads=threads, device=device)
         self.spec = self.backend.input_spec
         if tile:  # run_tiled rounds the tile down to a multiple of pad_multiple
             m = self.spec.pad_multiple
@@ -70,34 +91,50 @@ class Restorer:
 
     def restore_batch(self, images: Sequence[np.ndarray], *, order: str = "bgr") -> list[np.ndarray]:
         """Restore several images; images of one shape and kind run as one batch."""
+        self._check_call(order)
+        prepared = [self._prepare(image, order, f"image {i}: ") for i, image in enumerate(images)]
+        results: list[np.ndarray | None] = [None] * len(images)
+        groups: dict[tuple, list[int]] = {}
+        for i, p in enumerate(prepared):
+            groups.setdefault((p.tensor.shape, p.out_hw, p.dtype.str), []).append(i)
+        for idx in groups.values():
+            y = self.infer_tensor(np.concatenate([prepared[i].tensor for i in idx]))
+            for j, i in enumerate(idx):
+                results[i] = self.finish(prepared[i], y[j])
+        return results
+
+    # The three steps of restore, public so that a pipeline can run them in separate threads:
+    # prepare (CPU, per image) -> infer_tensor (the backend, batches) -> finish (CPU, per image).
+    def prepare(self, image: np.ndarray, *, order: str = "bgr") -> Prepared:
+        """Normalise and pad one image into a 1 x C x Hp x Wp tensor (see :class:`Prepared`)."""
+        self._check_call(order)
+        return self._prepare(image, order, "")
+
+    def finish(self, prepared: Prepared, output: np.ndarray) -> np.ndarray:
+        """Turn the network output for ``prepared`` (C x H x W or 1 x C x H x W) back into an
+        image of the input's kind: cropped, clamped, rounded, gray/alpha/float restored."""
+        out3 = postprocess(output, prepared.out_hw, order=prepared.order, out_dtype=prepared.dtype)
+        return from_rgb3(out3, prepared.kind)
+
+    def _check_call(self, order: str) -> None:
         if order not in ORDERS:
             raise InputError(f"order={order!r}: valid orders are {ORDERS}")
         if self.spec.channels != 3 or self.spec.out_channels != 3:
             raise InputError(
                 f"this model takes {self.spec.channels} and returns {self.spec.out_channels} channels; "
                 f"Restorer.restore handles 3-channel images, use infer_tensor for other layouts")
-        prepared = []
-        for i, image in enumerate(images):
-            if not isinstance(image, np.ndarray):
-                raise InputError(f"image {i}: expected a numpy array, got {type(image).__name__}")
-            try:
-                prepared.append(to_rgb3(image))
-            except ValueError as exc:
-                raise InputError(f"image {i}: {exc}") from exc
-        results: list[np.ndarray | None] = [None] * len(images)
-        groups: dict[tuple, list[int]] = {}
-        for i, (img3, _) in enumerate(prepared):
-            groups.setdefault((img3.shape, img3.dtype.str), []).append(i)
-        m, s = self.spec.pad_multiple, self.spec.scale
-        for (shape, _), idx in groups.items():
-            h, w = shape[:2]
-            x = np.concatenate([preprocess(prepared[i][0], order=order, multiple=m) for i in idx])
-            y = self.infer_tensor(x)
-            for j, i in enumerate(idx):
-                img3, kind = prepared[i]
-                out3 = postprocess(y[j], (h * s, w * s), order=order, out_dtype=img3.dtype)
-                results[i] = from_rgb3(out3, kind)
-        return results
+
+    def _prepare(self, image: np.ndarray, order: str, where: str) -> Prepared:
+        if not isinstance(image, np.ndarray):
+            raise InputError(f"{where}expected a numpy array, got {type(image).__name__}")
+        try:
+            img3, kind = to_rgb3(image)
+        except ValueError as exc:
+            raise InputError(f"{where}{exc}") from exc
+        h, w = img3.shape[:2]
+        s = self.spec.scale
+        tensor = preprocess(img3, order=order, multiple=self.spec.pad_multiple)
+        return Prepared(tensor, (h * s, w * s), img3.dtype, kind, order)
 
     def close(self) -> None:
         self.backend.close()
