@@ -1,5 +1,6 @@
-"""Backends by file suffix: ``.onnx`` ONNX Runtime, ``.safetensors``/``.pth`` PyTorch (or ONNX
-Runtime through a cached export). Heavy imports happen only when a backend is opened."""
+"""Backends by file suffix: ``.engine``/``.plan`` TensorRT, ``.onnx`` ONNX Runtime,
+``.safetensors``/``.pth`` PyTorch (or ONNX Runtime through a cached export). Heavy imports happen
+only when a backend is opened."""
 from __future__ import annotations
 
 import importlib.util
@@ -11,7 +12,7 @@ from .base import Backend, InputSpec
 
 __all__ = ["Backend", "InputSpec", "open_backend", "BACKENDS"]
 
-BACKENDS = ("auto", "ort", "torch")
+BACKENDS = ("auto", "ort", "torch", "trt")
 ENGINE_SUFFIXES = (".engine", ".plan")
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt")
 
@@ -48,9 +49,24 @@ def cached_onnx(weights: Path) -> Path:
     return target
 
 
+def _gpu_index(device: str | int) -> int:
+    """GPU index for TensorRT from ``cpu``/``cuda`` (GPU 0) or ``cuda:N``."""
+    if isinstance(device, int):
+        return device
+    text = str(device).strip().lower()
+    if text in ("cpu", "cuda", "gpu", ""):
+        return 0
+    for prefix in ("cuda:", "gpu:"):
+        if text.startswith(prefix) and text[len(prefix):].isdigit():
+            return int(text[len(prefix):])
+    raise ConfigError(f"device {device!r}: TensorRT engines run on a GPU; use cuda or cuda:N")
+
+
 def open_backend(model: str | os.PathLike, backend: str = "auto", *, threads: int | None = None,
                  device: str = "cpu") -> Backend:
-    """Open ``model`` (a path or a bundled name) with ``backend`` (auto, ort or torch)."""
+    """Open ``model`` (a path or a bundled name) with ``backend`` (auto, ort, torch or trt).
+
+    TensorRT engines always run on a GPU: ``device`` ``cpu``/``cuda`` means GPU 0, ``cuda:N`` GPU N."""
     from .. import zoo
 
     if backend not in BACKENDS:
@@ -58,8 +74,14 @@ def open_backend(model: str | os.PathLike, backend: str = "auto", *, threads: in
     path = zoo.resolve_weights(model)
     suffix = path.suffix.lower()
     if suffix in ENGINE_SUFFIXES:
-        raise ArtifactError(f"{path}: TensorRT engines are not supported by this release yet; "
-                            f"use the .onnx it was built from")
+        if backend not in ("auto", "trt"):
+            raise ConfigError(f"{path}: a TensorRT engine runs with --backend trt (or auto), not {backend}")
+        from .tensorrt import TrtBackend
+
+        return TrtBackend(path, device=_gpu_index(device))
+    if backend == "trt":
+        raise ConfigError(f"{path}: --backend trt runs TensorRT engines ({', '.join(ENGINE_SUFFIXES)}); "
+                          f"build one with `mirnet build-engine MODEL.onnx -o MODEL.engine`")
     if suffix == ".onnx":
         if backend == "torch":
             raise ConfigError(f"{path}: an ONNX file runs with --backend ort (or auto), not torch")

@@ -222,7 +222,8 @@ def test_unknown_backend(tiny_onnx):
 def test_engine_path_raises(tmp_path):
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"\0" * 64)
-    with pytest.raises(ArtifactError, match="TensorRT"):
+    # .engine routes to the TensorRT backend, which refuses an engine without its manifest
+    with pytest.raises(ArtifactError, match="TensorRT engine without its manifest model.engine.json"):
         Restorer(engine)
     with pytest.raises(ArtifactError, match="neither an existing file nor a bundled model"):
         Restorer(tmp_path / "missing.onnx")
