@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from .. import artifact
 from ..errors import ArtifactError
@@ -18,9 +19,67 @@ from .config import MIRNetV2Config
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt")
 
 
+def conv_layout_changes(model: MIRNetV2) -> dict[str, list[int]]:
+    """``{module_name: [in_channels, out_channels, groups]}`` of every ``nn.Conv2d`` whose shape
+    differs from what ``MIRNetV2(model.config)`` builds (empty for an unpruned model)."""
+    with torch.device("meta"):
+        reference = MIRNetV2(model.config)
+    ref = {n: m for n, m in reference.named_modules() if isinstance(m, nn.Conv2d)}
+    changed = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            r = ref.get(name)
+            shape = [module.in_channels, module.out_channels, module.groups]
+            if r is None or shape != [r.in_channels, r.out_channels, r.groups]:
+                changed[name] = shape
+    return changed
+
+
+def apply_conv_layout(model: MIRNetV2, layers: dict, state: dict[str, torch.Tensor] | None = None,
+                      source: str | os.PathLike = "weights") -> MIRNetV2:
+    """Replace each named ``nn.Conv2d`` by one with the recorded ``[in_channels, out_channels,
+    groups]`` (kernel, stride, padding kept; bias as in ``state`` when given), in place. This is how
+    a pruned network is rebuilt from its config plus the manifest's ``pruned.layers``."""
+    if not isinstance(layers, dict):
+        raise ArtifactError(f"{source}: manifest pruned.layers must be a mapping of module name to "
+                            f"[in_channels, out_channels, groups], got {type(layers).__name__}")
+    for name, shape in layers.items():
+        try:
+            old = model.get_submodule(name)
+        except AttributeError:
+            old = None
+        if not isinstance(old, nn.Conv2d):
+            raise ArtifactError(f"{source}: manifest pruned.layers names {name!r}, which is not a "
+                                f"Conv2d of this network config")
+        ok = (isinstance(shape, (list, tuple)) and len(shape) == 3
+              and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in shape))
+        if not ok or shape[0] % shape[2] or shape[1] % shape[2]:
+            raise ArtifactError(f"{source}: manifest pruned.layers[{name!r}]={shape!r}; expected "
+                                f"[in_channels, out_channels, groups], positive integers with both "
+                                f"channel counts divisible by groups")
+        c_in, c_out, groups = shape
+        bias = old.bias is not None if state is None else f"{name}.bias" in state
+        if state is not None and f"{name}.weight" in state:
+            want = (c_out, c_in // groups, *old.kernel_size)
+            if tuple(state[f"{name}.weight"].shape) != want:
+                raise ArtifactError(
+                    f"{source}: {name}.weight has shape {tuple(state[f'{name}.weight'].shape)} but the "
+                    f"manifest records in/out/groups {shape}, i.e. {want}; the file and its manifest "
+                    f"disagree, re-save the model with save_weights")
+        new = nn.Conv2d(c_in, c_out, old.kernel_size, stride=old.stride, padding=old.padding,
+                        dilation=old.dilation, groups=groups, bias=bias, padding_mode=old.padding_mode)
+        parent_name, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, attr, new)
+    return model
+
+
 def save_weights(model: MIRNetV2, path: str | os.PathLike, *, variant: str | None = None,
-                 **manifest_fields) -> Path:
-    """Write ``model``'s state dict as safetensors and its manifest sidecar; returns the path."""
+                 pruned: dict | None = None, **manifest_fields) -> Path:
+    """Write ``model``'s state dict as safetensors and its manifest sidecar; returns the path.
+
+    A pruned model (convs narrower than its config builds) always gets a manifest ``pruned``
+    record whose ``layers`` map each changed conv to ``[in_channels, out_channels, groups]``
+    (computed here); ``pruned`` adds fields to it (e.g. the MACs/params ratios)."""
     from safetensors.torch import save as st_save
 
     path = Path(path)
@@ -28,6 +87,9 @@ def save_weights(model: MIRNetV2, path: str | os.PathLike, *, variant: str | Non
         raise ArtifactError(f"{path}: weights are saved as .safetensors; got suffix {path.suffix!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    layers = conv_layout_changes(model)
+    if layers or pruned is not None:
+        manifest_fields["pruned"] = {**(pruned or {}), "layers": layers}
     artifact.atomic_write_bytes(path, st_save(state))
     manifest = artifact.make_manifest(
         path, kind="weights", config=model.config.to_dict(), precision="fp32", variant=variant,
@@ -104,5 +166,8 @@ def load_model(path_or_name: str | os.PathLike, *, config: MIRNetV2Config | None
     if config is None:
         config = MIRNetV2Config.from_dict(manifest["config"]) if manifest else infer_official_config(state)
     model = MIRNetV2(config)
+    pruned = manifest.get("pruned") if manifest else None
+    if pruned:
+        apply_conv_layout(model, pruned.get("layers", {}), state, path)
     load_state(model, state, path)
     return model.eval()

@@ -1,0 +1,498 @@
+"""Structured channel pruning of MIRNet-v2 with torch-pruning, and a short fine-tune afterwards.
+
+``prune(model, macs_ratio=0.5)`` returns a pruned *copy* with half the MACs removed. It traces the
+network once with torch-pruning's ``DependencyGraph`` (autograd-based), which groups every
+convolution whose channels must be removed together, then runs a ``MetaPruner`` in small
+iterative steps until the requested share of MACs (or parameters) is gone.
+
+How the MIRNet-v2 couplings are kept consistent:
+
+- **Shared weights.** Each MRB calls the same RCB and SKFF modules ``width`` times. torch-pruning
+  merges every call of a reused module into one graph node, so both rounds' inputs and outputs
+  join one group; pruning edits the module objects in place, so the rounds still share them.
+- **Residual adds** (``conv_in`` -> RRGs -> ``conv_out``, MRB and RCB residuals, SKFF's weighted
+  sum, the up/down-samplers feeding a stream) are element-wise ops in the graph: every conv that
+  writes or reads a stream lands in that stream's group and loses the same channel indices.
+- **SKFF.** ``torch.stack`` / ``sum`` / ``softmax`` are element-wise to torch-pruning: the two
+  stacked inputs and the per-branch ``fcs`` outputs are pruned with the same indices; the squeeze
+  (``conv_du`` -> ``fcs``) is its own group.
+- **Context attention.** ``bmm(x, softmax(conv_mask(x)))`` looks element-wise to torch-pruning,
+  which would try to prune ``conv_mask``'s single output channel with the stream's indices. For
+  the duration of pruning each ``conv_mask`` is given a marker subclass whose torch-pruning handler
+  prunes its *input* channels like any conv and never its output (and reports no prunable output,
+  so it is never a group root and never blocks a group). Its class is restored afterwards.
+- **Grouped convs** (RCB convs with groups 1/2/4): torch-pruning's channel-group support. A group
+  containing a conv with ``g`` groups ranks channels per position within a group (importance
+  averaged over the ``g`` slices) and removes the same positions from every slice, so channel counts
+  stay divisible by ``g``. Groups are powers of two, so a stream shared by RRGs with groups 1, 2
+  and 4 is pruned with the largest and stays divisible by all.
+- **Ends.** The input (pixel-unshuffled image) is never a prunable dimension; ``conv_out`` (image
+  channels x shuffle^2 before PixelShuffle) is an ignored layer, so only its input side is pruned.
+
+The pruned model keeps its ``config``; its actual conv shapes go into the weights manifest
+(``save_weights`` records ``pruned.layers``) and ``mirnet.sdk.model.load_model`` rebuilds it
+without torch-pruning.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import numbers
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mirnet.sdk.errors import ConfigError, require
+from mirnet.sdk.model.arch import ContextBlock, MIRNetV2
+from mirnet.sdk.model.complexity import count_macs, count_params
+
+__all__ = ["prune", "finetune", "prune_file", "check_pruned", "calibration_batches", "detect_pairs",
+           "IMPORTANCES"]
+
+IMPORTANCES = ("l1", "l2", "taylor")
+_DEFAULT_STEPS = 100
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation helpers
+# ---------------------------------------------------------------------------------------------
+
+def _ratio(name: str, value, *, allow_zero: bool = True, what: str = "") -> float:
+    ok = (not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+          and (0 <= value if allow_zero else 0 < value) and value < 1)
+    if not ok:
+        interval = "[0, 1)" if allow_zero else "(0, 1)"
+        raise ConfigError(f"{name}={value!r}: must be a number in {interval}{what}")
+    return float(value)
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ConfigError(f"{name}={value!r}: must be an integer >= 1")
+    return int(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# torch-pruning glue
+# ---------------------------------------------------------------------------------------------
+
+class _MaskConv(nn.Conv2d):
+    """Marker class given to ``ContextBlock.conv_mask`` while pruning (see module docstring)."""
+
+
+def _mask_pruner(tp):
+    class MaskConvPruner(tp.pruner.function.ConvPruner):
+        """Prunes a context block's ``conv_mask`` on its input side only."""
+
+        def prune_out_channels(self, layer, idxs):
+            return layer  # the single attention-logit channel is never pruned
+
+        def get_out_channels(self, layer):
+            return None  # not a group root, never counted as prunable output
+
+    return MaskConvPruner()
+
+
+class _CostNormalized:
+    """Importance per unit of cost (MACs or parameters removed with the channel), so that global
+    ranking prefers channels that are cheap in quality and expensive in compute."""
+
+    def __init__(self, base, spatial: dict[nn.Module, int], per_pixel: bool):
+        self.base, self.spatial, self.per_pixel = base, spatial, per_pixel
+        self.DG = None
+
+    def __call__(self, group):
+        imp = self.base(group)
+        if imp is None:
+            return None
+        cost = 0.0
+        for dep, _ in group:
+            layer = dep.target.module
+            if not isinstance(layer, nn.Conv2d):
+                continue
+            k = layer.kernel_size[0] * layer.kernel_size[1]
+            if self.DG.is_out_channel_pruning_fn(dep.handler):
+                if isinstance(layer, _MaskConv):
+                    continue
+                per_channel = layer.in_channels // layer.groups * k
+            else:
+                per_channel = layer.out_channels // layer.groups * k
+            cost += per_channel * (self.spatial.get(layer, 1) if self.per_pixel else 1)
+        return imp / max(cost, 1.0)
+
+
+def _importance(tp, name: str):
+    if name == "l1":
+        return tp.importance.GroupMagnitudeImportance(p=1)
+    if name == "l2":
+        return tp.importance.GroupMagnitudeImportance(p=2)
+    return tp.importance.GroupTaylorImportance()
+
+
+def _conv_output_pixels(model: nn.Module, example: torch.Tensor) -> dict[nn.Module, int]:
+    pixels: dict[nn.Module, int] = {}
+
+    def hook(module, _inp, out):
+        pixels[module] = out.shape[-2] * out.shape[-1]
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    return pixels
+
+
+def _calibration_grads(model: nn.Module, batches: Sequence, device) -> None:
+    from mirnet.train.losses import CharbonnierLoss
+
+    criterion = CharbonnierLoss()
+    model.zero_grad(set_to_none=True)
+    with torch.enable_grad():
+        for inputs, targets in batches:
+            loss = criterion(model(inputs.to(device)), targets.to(device)) / len(batches)
+            loss.backward()
+
+
+def check_pruned(model: MIRNetV2) -> None:
+    """Raise ConfigError unless every conv's weight matches its in/out/groups and channel counts
+    are divisible by the conv groups (a structural sanity check of a pruned network)."""
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            if m.in_channels % m.groups or m.out_channels % m.groups:
+                raise ConfigError(f"pruned conv {name}: in {m.in_channels} / out {m.out_channels} "
+                                  f"not divisible by groups {m.groups}")
+            want = (m.out_channels, m.in_channels // m.groups, *m.kernel_size)
+            if tuple(m.weight.shape) != want:
+                raise ConfigError(f"pruned conv {name}: weight {tuple(m.weight.shape)} != {want}")
+
+
+# ---------------------------------------------------------------------------------------------
+# prune
+# ---------------------------------------------------------------------------------------------
+
+def prune(model: MIRNetV2, *, macs_ratio: float | None = None, params_ratio: float | None = None,
+          example_hw: tuple[int, int] = (64, 64), importance: str = "l1",
+          calib_batches: Sequence | None = None, global_pruning: bool = False,
+          max_layer_ratio: float = 0.9, round_to: int | None = None,
+          steps: int = _DEFAULT_STEPS) -> MIRNetV2:
+    """A pruned copy of ``model`` with at least ``macs_ratio`` of its MACs (or ``params_ratio`` of
+    its parameters) removed; ``model`` itself is not modified. Ratio 0 returns an unchanged copy.
+
+    importance: ``"l1"`` / ``"l2"`` (group weight magnitude) or ``"taylor"`` (first-order Taylor,
+        |w * dL/dw|, from ``calib_batches``: a sequence of ``(input, target)`` NCHW tensor pairs,
+        re-run before every pruning step).
+    global_pruning: False (default) removes the same share of channels from every group each step
+        ("uniform"); True ranks channels across groups by importance per MAC (per parameter with
+        ``params_ratio``), which removes cheap-to-lose, expensive-to-run channels first.
+    max_layer_ratio: no group loses more than this share of its channels.
+    round_to: keep channel counts (per conv group slice) multiples of this (e.g. 8 for GPUs).
+    steps: the channel-sparsity schedule (up to ``max_layer_ratio``) is cut into this many steps;
+        pruning stops at the first step that reaches the target, so it overshoots by at most one
+        step: about 1% of MACs on wide models, a few % on 16-channel edge variants, where one
+        channel of the full-resolution stream is already ~1/16 of its cost.
+    example_hw: the input size used to trace the graph and count MACs (rounded up to the model's
+        pad multiple).
+    """
+    tp = require("torch_pruning", "optimize")
+    if not isinstance(model, MIRNetV2):
+        raise ConfigError(f"prune() takes a MIRNetV2 model, got {type(model).__name__}")
+    if (macs_ratio is None) == (params_ratio is None):
+        raise ConfigError(f"give exactly one of macs_ratio or params_ratio (got macs_ratio={macs_ratio!r}, "
+                          f"params_ratio={params_ratio!r})")
+    target_name, target = (
+        ("macs_ratio", _ratio("macs_ratio", macs_ratio, what=", the share of MACs to remove (e.g. 0.5)"))
+        if macs_ratio is not None else
+        ("params_ratio", _ratio("params_ratio", params_ratio, what=", the share of parameters to remove (e.g. 0.5)")))
+    if importance not in IMPORTANCES:
+        raise ConfigError(f"importance={importance!r}: valid values are {IMPORTANCES}")
+    max_layer_ratio = _ratio("max_layer_ratio", max_layer_ratio, allow_zero=False,
+                             what=", the most any channel group may lose (e.g. 0.9)")
+    steps = _positive_int("steps", steps)
+    if round_to is not None:
+        round_to = _positive_int("round_to", round_to)
+    if (not isinstance(example_hw, (tuple, list)) or len(example_hw) != 2
+            or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in example_hw)):
+        raise ConfigError(f"example_hw={example_hw!r}: must be (height, width), positive integers")
+    if importance == "taylor":
+        if not calib_batches:
+            raise ConfigError("importance='taylor' needs calib_batches: a list of (input, target) tensor "
+                              "pairs to take gradients on; or use importance='l1'")
+        calib_batches = list(calib_batches)
+
+    pruned = copy.deepcopy(model).eval()
+    if target == 0:
+        return pruned
+    pruned.requires_grad_(True)  # the dependency graph is traced through autograd
+    device = next(pruned.parameters()).device
+    m = pruned.config.pad_multiple
+    h, w = (-(-int(v) // m) * m for v in example_hw)
+    example = torch.rand(1, pruned.config.in_channels, h, w, device=device)
+
+    def measure() -> int:
+        return count_macs(pruned, h, w) if target_name == "macs_ratio" else count_params(pruned)
+
+    base = measure()
+    masks = [blk.conv_mask for blk in pruned.modules() if isinstance(blk, ContextBlock)]
+    for conv in masks:
+        conv.__class__ = _MaskConv
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: extra intra-op threads only add overhead (10x on a busy CPU)
+    try:
+        imp = _importance(tp, importance)
+        if global_pruning:
+            imp = _CostNormalized(imp, _conv_output_pixels(pruned, example), target_name == "macs_ratio")
+        with torch.enable_grad():
+            pruner = tp.pruner.MetaPruner(
+                pruned, example, importance=imp, global_pruning=global_pruning,
+                pruning_ratio=max_layer_ratio, max_pruning_ratio=max_layer_ratio, iterative_steps=steps,
+                round_to=round_to, ignored_layers=[pruned.conv_out],
+                customized_pruners={_MaskConv: _mask_pruner(tp)})
+        if global_pruning:
+            imp.DG = pruner.DG
+        achieved = 0.0
+        for _ in range(steps):
+            if importance == "taylor":
+                _calibration_grads(pruned, calib_batches, device)
+            with torch.enable_grad():
+                pruner.step()
+            achieved = 1 - measure() / base
+            if achieved >= target:
+                break
+    finally:
+        torch.set_num_threads(threads)
+        for conv in masks:
+            conv.__class__ = nn.Conv2d
+        pruned.zero_grad(set_to_none=True)
+    if achieved < target:
+        raise ConfigError(
+            f"{target_name}={target}: pruning stopped at {achieved:.3f} with every group at its "
+            f"max_layer_ratio={max_layer_ratio}; ask for less, or raise max_layer_ratio")
+    check_pruned(pruned)
+    with torch.no_grad():
+        out = pruned(example)
+    if out.shape[1] != pruned.config.out_channels:
+        raise ConfigError(f"pruned model outputs {out.shape[1]} channels, expected {pruned.config.out_channels}")
+    return pruned.eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# fine-tune
+# ---------------------------------------------------------------------------------------------
+
+def detect_pairs(folder: str | Path) -> tuple[Path, Path, str, str] | None:
+    """``(low_dir, high_dir, low_prefix, high_prefix)`` if ``folder`` holds paired sub-folders
+    (low/high, NOISY/GT, input/target, lq/gt), else None. File-name prefixes equal to the
+    sub-folder name plus ``_`` (SIDD: ``NOISY_0.png`` / ``GT_0.png``) are detected."""
+    from mirnet.train.data import list_images
+    from mirnet.train.evaluate import PAIR_NAMES
+
+    folder = Path(folder)
+    for low, high in PAIR_NAMES:
+        lo, hi = folder / low, folder / high
+        if lo.is_dir() and hi.is_dir():
+            prefixes = []
+            for sub in (lo, hi):
+                p = f"{sub.name}_"
+                names = [f.name for f in list_images(sub)]
+                prefixes.append(p if names and all(n.startswith(p) for n in names) else "")
+            return lo, hi, prefixes[0], prefixes[1]
+    return None
+
+
+def _train_set(data_dir: str | Path, sigma_range: tuple[float, float], seed: int):
+    """A ``TrainSet`` over ``data_dir``: paired sub-folders when found, else clean images + AWGN."""
+    from mirnet.train.data import SourceConfig, TrainSet
+    from mirnet.train.degrade import DegradeConfig
+
+    data_dir = Path(data_dir)
+    pairs = detect_pairs(data_dir) if data_dir.is_dir() else None
+    if pairs:
+        low, high, low_prefix, high_prefix = pairs
+        source = SourceConfig(low=str(low), high=str(high), low_prefix=low_prefix, high_prefix=high_prefix)
+    else:
+        source = SourceConfig(clean=str(data_dir), degrade=DegradeConfig(awgn_sigma=tuple(sigma_range)))
+    return TrainSet([source], seed=seed)
+
+
+def calibration_batches(data_dir: str | Path, n_batches: int = 4, *, batch: int = 4, patch: int = 64,
+                        sigma_range: tuple[float, float] = (0.0, 50.0), seed: int = 0) -> list:
+    """``n_batches`` ``(input, target)`` batches from ``data_dir`` (as :func:`finetune` reads it),
+    for ``prune(importance="taylor", calib_batches=...)``."""
+    from mirnet.train.data import ProgressiveSchedule, StepBatchSampler
+
+    dataset = _train_set(data_dir, sigma_range, seed)
+    sampler = StepBatchSampler(ProgressiveSchedule([n_batches], [patch], [batch]))
+    out = []
+    for keys in sampler:
+        items = [dataset[k] for k in keys]
+        out.append((torch.stack([a for a, _ in items]), torch.stack([b for _, b in items])))
+    return out
+
+
+def finetune(model: MIRNetV2, data_dir: str | Path, steps: int, *,
+             sigma_range: tuple[float, float] = (0.0, 50.0), lr: float = 1e-3, batch: int = 8,
+             patch: int = 64, ema_decay: float = 0.0, weight_decay: float = 1e-4,
+             grad_clip: float = 0.01, warmup_steps: int = 0, seed: int = 0,
+             device: str | torch.device | None = None, quiet: bool = False) -> MIRNetV2:
+    """Fine-tune ``model`` in place for ``steps`` steps and return it (the EMA copy when
+    ``ema_decay > 0``) in eval mode.
+
+    ``data_dir`` is a folder of clean images (degraded with AWGN of a sigma drawn uniformly from
+    ``sigma_range``, 0-255 units) or a folder of paired sub-folders (see :func:`detect_pairs`).
+    Training code reused from ``mirnet.train``: ``TrainSet``/``SourceConfig``/``DegradeConfig``,
+    ``StepBatchSampler``, Charbonnier loss, AdamW, cosine LR (``CosineRestartCyclic``, one period),
+    gradient clipping and EMA as in ``mirnet train``.
+    """
+    from torch.utils.data import DataLoader
+
+    from mirnet.train.data import ProgressiveSchedule, StepBatchSampler
+    from mirnet.train.loop import EMA
+    from mirnet.train.losses import CharbonnierLoss
+    from mirnet.train.schedule import CosineRestartCyclic
+
+    steps = _positive_int("finetune steps", steps)
+    batch = _positive_int("batch", batch)
+    patch = _positive_int("patch", patch)
+    m = model.config.pad_multiple
+    if patch % m:
+        raise ConfigError(f"patch={patch}: must be a multiple of the model's pad multiple {m} (e.g. {m * 8})")
+    if not (isinstance(lr, numbers.Real) and lr > 0 and math.isfinite(lr)):
+        raise ConfigError(f"lr={lr!r}: must be a finite number > 0 (e.g. 1e-3)")
+    if not (isinstance(ema_decay, numbers.Real) and 0 <= ema_decay < 1):
+        raise ConfigError(f"ema_decay={ema_decay!r}: must be in [0, 1) (0 disables the EMA)")
+    dataset = _train_set(data_dir, sigma_range, seed)
+    schedule = ProgressiveSchedule([steps], [patch], [batch])
+    loader = DataLoader(dataset, batch_sampler=StepBatchSampler(schedule), num_workers=0)
+
+    if device is not None:
+        model = model.to(device)
+    device = next(model.parameters()).device
+    torch.manual_seed(seed)
+    model.train()
+    ema = EMA(model, float(ema_decay)) if ema_decay > 0 else None
+    criterion = CharbonnierLoss().to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    scheduler = CosineRestartCyclic(optimizer, [steps], [1.0], [lr * 0.01], warmup_steps=warmup_steps)
+    from tqdm import tqdm
+
+    bar = tqdm(total=steps, desc="fine-tune", unit="step", dynamic_ncols=True, disable=quiet)
+    try:
+        for inputs, targets in loader:
+            optimizer.zero_grad(set_to_none=True)
+            loss = criterion(model(inputs.to(device)), targets.to(device))
+            loss.backward()
+            if grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+            scheduler.step()
+            if ema:
+                ema.update(model)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+    finally:
+        bar.close()
+    model.eval()
+    if ema:
+        return ema.model.requires_grad_(True).eval()
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# prune a weights file: what `mirnet prune` runs
+# ---------------------------------------------------------------------------------------------
+
+def _evalset(folder: str | Path, sigma: float, limit: int | None, crop: int | None):
+    from mirnet.train.data import EvalSet
+
+    pairs = detect_pairs(folder) if Path(folder).is_dir() else None
+    if pairs:
+        low, high, low_prefix, high_prefix = pairs
+        return EvalSet.from_pairs(low, high, limit=limit, crop=crop, low_prefix=low_prefix,
+                                  high_prefix=high_prefix)
+    return EvalSet.from_clean(folder, sigma, limit=limit, crop=crop)
+
+
+def prune_file(model_path: str | Path, out: str | Path, *, data: str | Path,
+               macs_ratio: float | None = None, params_ratio: float | None = None,
+               finetune_steps: int = 0, eval_data: str | Path | None = None, sigma: float = 25.0,
+               eval_limit: int | None = 4, eval_crop: int | None = 256, importance: str = "l1",
+               global_pruning: bool = False, round_to: int | None = None, lr: float = 1e-3,
+               batch: int = 8, patch: int = 64, ema_decay: float = 0.0, seed: int = 0,
+               quiet: bool = False, log=None) -> dict:
+    """Load weights, report params/MACs/PSNR, prune, fine-tune on ``data``, evaluate again and
+    write ``out`` (.safetensors + manifest with ``pruned`` and ``prune`` records). Returns the
+    ``prune`` record. PSNR: ``eval_data`` (default ``data``) with AWGN ``sigma`` (benchmark
+    protocol of ``EvalSet.from_clean``), or its pairs when it holds paired sub-folders."""
+    from mirnet.sdk import artifact, zoo
+    from mirnet.sdk.model import load_model, save_weights
+    from mirnet.train.loop import validate
+
+    log = log or (lambda _msg: None)
+    if (macs_ratio is None) == (params_ratio is None):
+        raise ConfigError(f"give exactly one of --macs-ratio or --params-ratio (got {macs_ratio!r} and "
+                          f"{params_ratio!r})")
+    flag, value = ("--macs-ratio", macs_ratio) if macs_ratio is not None else ("--params-ratio", params_ratio)
+    _ratio(flag, value, allow_zero=False, what=", the share to remove, e.g. 0.5")
+    require("torch_pruning", "optimize")
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise ConfigError(f"-o {out}: the pruned model is written as .safetensors; got suffix {out.suffix!r}")
+    if isinstance(finetune_steps, bool) or not isinstance(finetune_steps, numbers.Integral) or finetune_steps < 0:
+        raise ConfigError(f"--finetune-steps {finetune_steps!r}: must be an integer >= 0")
+    for flag, folder in (("--data", data), ("--eval-data", eval_data)):
+        if folder is not None and not Path(folder).is_dir():
+            raise ConfigError(f"{flag} {folder}: not a folder; give a folder of clean images or of "
+                              f"paired sub-folders (low/high, NOISY/GT, input/target, lq/gt)")
+    source = zoo.resolve_weights(model_path)
+    variant = None
+    if source.suffix == ".safetensors":
+        variant = artifact.read_manifest(source, kind="weights").get("variant")
+    model = load_model(source)
+    device = torch.device("cpu")
+    evalset = _evalset(eval_data or data, sigma, eval_limit, eval_crop)
+
+    def psnr_of(net) -> float:
+        return validate(net, evalset, device)["val_psnr"]
+
+    def counts(net) -> tuple[int, int]:
+        return count_params(net), count_macs(net, 256, 256)
+
+    params0, macs0 = counts(model)
+    log(f"before:     {params0:,} params, {macs0 / 1e9:.3f} GMAC per 256x256 frame")
+    psnr0 = psnr_of(model)
+    log(f"before:     PSNR {psnr0:.2f} dB on {evalset!r}")
+    calib = calibration_batches(data, batch=min(batch, 4), patch=patch, seed=seed) if importance == "taylor" else None
+    pruned = prune(model, macs_ratio=macs_ratio, params_ratio=params_ratio, importance=importance,
+                   calib_batches=calib, global_pruning=global_pruning, round_to=round_to)
+    params1, macs1 = counts(pruned)
+    log(f"pruned:     {params1:,} params ({1 - params1 / params0:.1%} fewer), {macs1 / 1e9:.3f} GMAC "
+        f"({1 - macs1 / macs0:.1%} fewer)")
+    psnr1 = psnr_of(pruned)
+    log(f"pruned:     PSNR {psnr1:.2f} dB")
+    psnr2 = None
+    if finetune_steps:
+        pruned = finetune(pruned, data, finetune_steps, lr=lr, batch=batch, patch=patch,
+                          ema_decay=ema_decay, seed=seed, quiet=quiet)
+        psnr2 = psnr_of(pruned)
+        log(f"fine-tuned: PSNR {psnr2:.2f} dB after {finetune_steps} steps")
+    record = {
+        "target": {"macs_ratio": macs_ratio, "params_ratio": params_ratio},
+        "importance": importance, "global_pruning": global_pruning, "round_to": round_to,
+        "params_before": params0, "params_after": params1,
+        "macs_before": macs0, "macs_after": macs1, "macs_at": [256, 256],
+        "macs_ratio": 1 - macs1 / macs0, "params_ratio": 1 - params1 / params0,
+        "eval": {"data": str(eval_data or data), "description": evalset.description, "n": len(evalset),
+                 "sigma": None if detect_pairs(eval_data or data) else sigma,
+                 "psnr_before": psnr0, "psnr_pruned": psnr1, "psnr_finetuned": psnr2},
+        "finetune": {"steps": finetune_steps, "data": str(data), "lr": lr, "batch": batch, "patch": patch,
+                     "ema_decay": ema_decay, "seed": seed} if finetune_steps else None,
+    }
+    pruned_info = {"macs_ratio": record["macs_ratio"], "params_ratio": record["params_ratio"],
+                   "target": record["target"], "importance": importance, "global_pruning": global_pruning}
+    save_weights(pruned.cpu().eval(), out, variant=variant, source=source, pruned=pruned_info, prune=record)
+    return record

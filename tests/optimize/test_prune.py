@@ -1,0 +1,264 @@
+"""Structured channel pruning: couplings kept, reload without torch-pruning, ONNX, `mirnet prune`."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("torch_pruning")
+
+from torch import nn  # noqa: E402
+
+from mirnet.optimize.prune import prune  # noqa: E402
+from mirnet.sdk.errors import ConfigError  # noqa: E402
+from mirnet.sdk.model import MIRNetV2Config, create_model, load_model, save_weights  # noqa: E402
+from mirnet.sdk.model.arch import MRB, SKFF  # noqa: E402
+from mirnet.sdk.model.complexity import count_macs, count_params  # noqa: E402
+
+# Small but covers every coupling: 3 streams, two weight-shared rounds, conv groups 1/2/4,
+# pixel-unshuffle/shuffle at the ends.
+CFG = MIRNetV2Config(n_feat=16, n_rrg=3, n_mrb=1, width=2, max_groups=4, unshuffle=2)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors: intra-op threads only add overhead (10x slower on a busy 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def models(one_thread):
+    torch.manual_seed(0)
+    model = create_model(CFG).eval()
+    return model, prune(model, macs_ratio=0.5)
+
+
+def _run(model, h, w, seed=0):
+    x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        return model(x)
+
+
+def test_half_the_macs_removed_and_shapes_intact(models):
+    model, pruned = models
+    assert 1 - count_macs(pruned, 64, 64) / count_macs(model, 64, 64) >= 0.45
+    assert count_params(pruned) < count_params(model)
+    assert pruned.config == model.config
+    # every conv consistent: runs on two input sizes, output shape unchanged
+    for h, w in [(32, 48), (64, 40)]:
+        assert _run(pruned, h, w).shape == (1, 3, h, w)
+    # the ends are not pruned: conv_in still reads the unshuffled image, conv_out feeds PixelShuffle
+    assert pruned.conv_in.in_channels == 3 * 4 and pruned.conv_out.out_channels == 3 * 4
+    # context attention keeps its single mask channel
+    masks = [m for n, m in pruned.named_modules() if n.endswith("gcnet.conv_mask")]
+    assert masks and all(m.out_channels == 1 for m in masks)
+    assert any(m.in_channels < 16 for m in masks)
+
+
+def test_grouped_convs_stay_divisible(models):
+    model, pruned = models
+    groups_seen = set()
+    for name, m in pruned.named_modules():
+        if isinstance(m, nn.Conv2d):
+            assert m.groups == model.get_submodule(name).groups, name
+            assert m.in_channels % m.groups == 0 and m.out_channels % m.groups == 0, name
+            assert m.weight.shape == (m.out_channels, m.in_channels // m.groups, *m.kernel_size), name
+            groups_seen.add(m.groups)
+    assert groups_seen == {1, 2, 4}
+    # the grouped RCB convs were pruned, not skipped
+    assert pruned.get_submodule("body.2.body.0.dau_top.body.0").out_channels < 16
+
+
+def test_shared_weights_stay_shared_and_skff_branches_equal(models):
+    _, pruned = models
+    calls: dict[int, int] = {}
+    hooks = []
+
+    def count(mod, _inp, _out):
+        calls[id(mod)] = calls.get(id(mod), 0) + 1
+
+    for mrb in (m for m in pruned.modules() if isinstance(m, MRB)):
+        for name in mrb.names:
+            hooks.append(getattr(mrb, f"dau_{name}").register_forward_hook(count))
+        for skff in (m for m in mrb.modules() if isinstance(m, SKFF)):
+            hooks.append(skff.register_forward_hook(count))
+            assert len({fc.out_channels for fc in skff.fcs}) == 1  # both branches' attention agree
+            assert skff.conv_du[0].out_channels == skff.fcs[0].in_channels
+    try:
+        _run(pruned, 32, 32)
+    finally:
+        for h in hooks:
+            h.remove()
+    # every RCB and SKFF object ran once per round (width=2): the same module served both rounds
+    assert len(calls) == len(hooks) and set(calls.values()) == {CFG.width}
+    # each stream's width agrees across RCB output, SKFF fusion and the next MRB input
+    mrb = pruned.body[0].body[0]
+    top = {mrb.dau_top.body[2].out_channels, mrb.skff_top.fcs[0].out_channels, mrb.up21_1.body[0].bot[0].out_channels,
+           mrb.conv_out.in_channels}
+    mid = {mrb.dau_mid.body[2].out_channels, mrb.skff_mid.fcs[0].out_channels, mrb.down2.body[0].bot[1].out_channels}
+    assert len(top) == 1 and len(mid) == 1
+
+
+def test_ratio_zero_changes_nothing_and_input_is_untouched(models):
+    model, _ = models
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    same = prune(model, macs_ratio=0.0)
+    assert same is not model
+    torch.testing.assert_close(_run(same, 32, 32), _run(model, 32, 32), rtol=0, atol=0)
+    for k, v in model.state_dict().items():  # prune() works on a copy
+        assert torch.equal(v, before[k]), k
+
+
+def test_params_ratio_and_taylor_importance():
+    torch.manual_seed(1)
+    model = create_model("nano").eval()
+    batches = [(torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32))]
+    pruned = prune(model, params_ratio=0.3, importance="taylor", calib_batches=batches, steps=30)
+    assert 1 - count_params(pruned) / count_params(model) >= 0.3
+    assert _run(pruned, 32, 40).shape == (1, 3, 32, 40)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({}, "exactly one of macs_ratio or params_ratio"),
+    ({"macs_ratio": 0.5, "params_ratio": 0.5}, "exactly one"),
+    ({"macs_ratio": 1.0}, r"macs_ratio=1.0: must be a number in \[0, 1\)"),
+    ({"params_ratio": -0.1}, r"params_ratio=-0.1"),
+    ({"macs_ratio": 0.5, "importance": "l3"}, "importance='l3'"),
+    ({"macs_ratio": 0.5, "importance": "taylor"}, "calib_batches"),
+])
+def test_bad_arguments_name_the_value(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        prune(create_model("nano"), **kwargs)
+
+
+def test_reload_without_torch_pruning_and_onnx_parity(models, tmp_path):
+    from mirnet.optimize.export_onnx import export_onnx
+    from mirnet.sdk import artifact
+
+    _, pruned = models
+    path = save_weights(pruned, tmp_path / "p.safetensors", variant="test", pruned={"macs_ratio": 0.5})
+    manifest = artifact.read_manifest(path)
+    layers = manifest["pruned"]["layers"]
+    assert manifest["pruned"]["macs_ratio"] == 0.5
+    assert layers["conv_in"] == [12, pruned.conv_in.out_channels, 1]
+    assert layers["body.2.body.0.dau_top.body.0"][2] == 4
+    x = np.random.default_rng(0).random((1, 3, 24, 40), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    with torch.no_grad():
+        np.save(tmp_path / "want.npy", pruned(torch.from_numpy(x)).numpy())
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["torch_pruning"] = None  # blocked: import torch_pruning raises ImportError
+        import numpy as np, torch
+        torch.set_num_threads(1)
+        from mirnet.sdk.model import load_model
+        model = load_model({str(path)!r})
+        x = torch.from_numpy(np.load({str(tmp_path / "x.npy")!r}))
+        with torch.no_grad():
+            got = model(x).numpy()
+        want = np.load({str(tmp_path / "want.npy")!r})
+        assert got.shape == want.shape and np.array_equal(got, want), np.abs(got - want).max()
+        assert "torch_pruning" not in sys.modules or sys.modules["torch_pruning"] is None
+        print("ok")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr
+
+    onnx_path = export_onnx(load_model(path), tmp_path / "p.onnx", source=path)
+    assert artifact.read_manifest(onnx_path)["parity"]["max_abs_diff"] < 1e-4
+
+
+def test_unpruned_weights_have_no_pruned_record_and_bad_layout_is_refused(tmp_path):
+    from mirnet.sdk.errors import ArtifactError
+
+    model = create_model("nano")
+    path = save_weights(model, tmp_path / "n.safetensors")
+    assert "pruned" not in json.loads((tmp_path / "n.safetensors.json").read_text())
+    pruned = prune(model, macs_ratio=0.3)
+    path = save_weights(pruned, tmp_path / "p.safetensors")
+    sidecar = tmp_path / "p.safetensors.json"
+    manifest = json.loads(sidecar.read_text())
+    assert manifest["pruned"]["layers"]  # recorded even without pruned=...
+    name = next(iter(manifest["pruned"]["layers"]))
+    manifest["pruned"]["layers"][name][1] += 1
+    sidecar.write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match=f"{name}.weight has shape"):
+        load_model(path)
+
+
+# ---------------------------------------------------------------------------- CLI
+@pytest.fixture()
+def tiny_data(tmp_path):
+    import cv2
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    yy, xx = np.mgrid[0:48, 0:64]
+    for i in range(3):
+        img = np.stack([(xx * 4 + 30 * i) % 256, (yy * 5) % 256, (xx + yy + 50 * i) % 256], axis=2)
+        cv2.imwrite(str(folder / f"im{i}.png"), img.astype(np.uint8))
+    return folder
+
+
+def test_cli_prune_end_to_end(tiny_weights, tiny_data, tmp_path, capsys):
+    from mirnet.sdk import artifact
+    from mirnet.sdk.cli import main
+
+    out = tmp_path / "pruned.safetensors"
+    code = main(["prune", str(tiny_weights), "--macs-ratio", "0.5", "--data", str(tiny_data),
+                 "--finetune-steps", "5", "--batch", "2", "--patch", "32", "-o", str(out), "-q"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "params" in captured.out and "GMAC/256x256" in captured.out and "fine-tuned" in captured.out
+    manifest = artifact.read_manifest(out, kind="weights")
+    record = manifest["prune"]
+    assert record["target"] == {"macs_ratio": 0.5, "params_ratio": None}
+    assert record["macs_ratio"] >= 0.45 and record["macs_after"] < record["macs_before"]
+    assert record["params_after"] < record["params_before"]
+    ev = record["eval"]
+    assert ev["n"] == 3 and ev["sigma"] == 25.0
+    assert all(isinstance(ev[k], float) for k in ("psnr_before", "psnr_pruned", "psnr_finetuned"))
+    assert record["finetune"]["steps"] == 5
+    assert manifest["pruned"]["layers"] and manifest["source"]["sha256"] == artifact.sha256_file(tiny_weights)
+    assert load_model(out)(torch.rand(1, 3, 16, 24)).shape == (1, 3, 16, 24)
+    # refuses to overwrite without --force
+    assert main(["prune", str(tiny_weights), "--macs-ratio", "0.5", "--data", str(tiny_data),
+                 "-o", str(out), "-q"]) == 5
+    assert "--force" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--macs-ratio", "0.5", "--params-ratio", "0.5"], "not allowed with argument"),
+    (["--macs-ratio", "1.5"], "--macs-ratio=1.5: must be a number in (0, 1)"),
+    (["--params-ratio", "0"], "--params-ratio=0.0: must be a number in (0, 1)"),
+    ([], "one of the arguments --macs-ratio --params-ratio is required"),
+])
+def test_cli_prune_bad_arguments_exit_2(tiny_weights, tiny_data, tmp_path, capsys, args, match):
+    from mirnet.sdk.cli import main
+
+    argv = ["prune", str(tiny_weights), *args, "--data", str(tiny_data), "-o", str(tmp_path / "o.safetensors")]
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse usage errors
+        code = exc.code
+    assert code == 2
+    assert match in capsys.readouterr().err
+    assert not (tmp_path / "o.safetensors").exists()
+
+
+def test_round_to_keeps_channel_multiples():
+    torch.manual_seed(2)
+    model = create_model("nano").eval()
+    pruned = prune(model, macs_ratio=0.4, round_to=4)
+    for name, m in pruned.named_modules():
+        if isinstance(m, nn.Conv2d) and name not in ("conv_out",) and not name.endswith("conv_mask"):
+            assert m.out_channels % 4 == 0, (name, m.out_channels)
+    assert 1 - count_macs(pruned, 64, 64) / count_macs(model, 64, 64) >= 0.4
