@@ -36,9 +36,13 @@ def _parity(model: MIRNetV2, onnx_path: Path, shape: tuple[int, int], seed: int 
 def export_onnx(model: MIRNetV2, out: str | os.PathLike, *, opset: int = DEFAULT_OPSET,
                 variant: str | None = None, source: str | os.PathLike | None = None,
                 parity_shape: tuple[int, int] = (40, 56), atol: float = PARITY_ATOL,
-                extra_manifest: dict | None = None) -> Path:
+                extra_manifest: dict | None = None, simplify: bool = False) -> Path:
     """Export ``model`` to ``out`` (written atomically) and its manifest; raises ArtifactError when
-    the checker fails or ONNX Runtime's output differs from PyTorch's by more than ``atol``."""
+    the checker fails or ONNX Runtime's output differs from PyTorch's by more than ``atol``.
+
+    ``simplify``: run onnxslim on the exported graph (constant folding, duplicate-node and
+    dead-code elimination; dynamic axes stay dynamic) before the checker and the parity check,
+    so the parity check covers the simplified graph. Recorded in the manifest (``simplified``)."""
     onnx = require("onnx", "ort")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -57,6 +61,14 @@ def export_onnx(model: MIRNetV2, out: str | os.PathLike, *, opset: int = DEFAULT
                 input_names=["input"], output_names=["output"],
                 dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"},
                               "output": {0: "batch", 2: "out_height", 3: "out_width"}})
+        simplified = None
+        if simplify:
+            from .onnx_tools import simplify as _slim
+
+            onnx.save(_slim(str(tmp)), str(tmp))
+            import onnxslim
+
+            simplified = {"tool": "onnxslim", "version": onnxslim.__version__}
         try:
             onnx.checker.check_model(str(tmp), full_check=True)
         except Exception as exc:
@@ -75,6 +87,7 @@ def export_onnx(model: MIRNetV2, out: str | os.PathLike, *, opset: int = DEFAULT
         out, kind="onnx", config=model.config.to_dict(), precision="fp32", variant=variant,
         source=source, opset=opset,
         parity={"reference": "pytorch-fp32", "max_abs_diff": diff, "shape": list(parity_shape)},
+        **({"simplified": simplified} if simplified else {}),
         build=artifact.build_environment(torch=torch.__version__, onnx=onnx.__version__,
                                          onnxruntime=onnxruntime.__version__),
         **(extra_manifest or {}))

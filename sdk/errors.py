@@ -39,6 +39,17 @@ class SourceError(InputError):
     """A stream source cannot be opened or read."""
 
 
+class QualityGateError(MirnetError):
+    """An optimised artifact (INT8, pruned, engine) differs from its FP32 reference by more than the
+    quality gate allows. ``result`` holds the gate's report (a dict: metrics, worst layers, fix)."""
+
+    exit_code = 6
+
+    def __init__(self, message: str, result: dict | None = None):
+        super().__init__(message)
+        self.result = result
+
+
 def require(module: str, extra: str):
     """Import an optional dependency or raise MissingDependencyError naming the extra."""
     import importlib

@@ -1,0 +1,204 @@
+"""INT8 quantization: --target cpu really runs integer kernels in ONNX Runtime and stays close to
+FP32; --target tensorrt writes explicit Q/DQ (per-channel weights on axis 0, per-tensor
+activations, int8 zero points) through ModelOpt or the PyTorch fake-quant fallback; exclusions,
+QAT, calibration data and the gate's failure path."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxslim")
+
+from onnx import numpy_helper  # noqa: E402
+
+from mirnet.optimize.onnx_tools import check_tensorrt_ops, int8_check, qdq_pairs, weight_dq_nodes  # noqa: E402
+from mirnet.optimize.quantize import load_calibration, quantize  # noqa: E402
+from mirnet.sdk import artifact  # noqa: E402
+from mirnet.sdk.errors import ArtifactError, ConfigError, InputError, QualityGateError  # noqa: E402
+from mirnet.sdk.model import MIRNetV2Config, create_model, save_weights  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[1] / "data"  # two real 240x320 photos
+TINY = dict(n_feat=16, n_rrg=1, n_mrb=1, width=1, max_groups=1)
+FAST = dict(calib=DATA, calib_images=4, calib_size=48)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def env(tmp_path_factory):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MIRNET_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """A tiny model whose body matters: conv_out scaled up, as after training (at init the image
+    residual hides almost everything the body does)."""
+    torch.manual_seed(0)
+    model = create_model(MIRNetV2Config(**TINY))
+    with torch.no_grad():
+        model.conv_out.weight.mul_(6.0)
+    return save_weights(model, tmp_path_factory.mktemp("w") / "tiny.safetensors", variant="tiny")
+
+
+def smooth_image(h=40, w=56, c=3) -> np.ndarray:
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    planes = [0.5 + 0.35 * np.sin(xx / 9 + k) * np.cos(yy / 7 - k) for k in range(c)]
+    return np.stack(planes)[None].astype(np.float32)
+
+
+def run(path, x) -> np.ndarray:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+
+
+def psnr(a, b) -> float:
+    return 10 * math.log10(1 / float(np.mean((np.clip(a, 0, 1) - np.clip(b, 0, 1)) ** 2)))
+
+
+@pytest.fixture(scope="module")
+def fp32_onnx(weights, tmp_path_factory):
+    from mirnet.optimize.export_onnx import export_onnx
+    from mirnet.sdk.model import load_model
+
+    return export_onnx(load_model(weights), tmp_path_factory.mktemp("fp32") / "fp32.onnx")
+
+
+def test_calibration_crops(tmp_path):
+    a = load_calibration(DATA, n=5, size=50, multiple=8, seed=1)
+    assert a.shape == (5, 3, 56, 56) and a.dtype == np.float32 and 0 <= a.min() and a.max() <= 1
+    assert np.array_equal(a, load_calibration(DATA, n=5, size=50, multiple=8, seed=1))
+    noisy = load_calibration(DATA, n=5, size=50, multiple=8, seed=1, sigma=25)
+    assert 0 <= noisy.min() and noisy.max() <= 1 and 0.02 < np.std(noisy - a) < 0.2
+    with pytest.raises(ConfigError, match="calib-images"):
+        load_calibration(DATA, n=0)
+    with pytest.raises(ConfigError, match="holds no image"):
+        load_calibration(tmp_path)
+
+
+def test_cpu_target_runs_integer_kernels(weights, fp32_onnx, tmp_path):
+    out = tmp_path / "int8.onnx"
+    result = quantize(weights, out, target="cpu", exclude=["conv_out"], min_psnr_db=None, **FAST)
+    m = artifact.read_manifest(out, kind="onnx")
+    assert m["precision"] == "int8-ort" and m["sha256"] == result.manifest["sha256"]
+    assert m["gate"]["status"] == "skipped"
+    check = m["int8_check"]
+    # counted in the graph ONNX Runtime optimized, not the file: every conv but the excluded one
+    assert check["integer_convs"] == 29 and check["float_convs"] == 1 and check["integer_ops"] >= 29
+    assert int8_check(out)["integer_convs"] == 29
+    assert m["quantization"]["excluded_nodes"] == ["/conv_out/Conv"]
+    assert m["quantization"]["pre_process"] == "symbolic-auto-merge"
+    assert [r["shape"] for r in m["dynamic_shapes"]] == [[24, 40], [36, 20]]
+    x = smooth_image()
+    assert psnr(run(out, x), run(fp32_onnx, x)) > 30
+    big = smooth_image(64, 96)  # dynamic H/W still work
+    assert run(out, big).shape == (1, 3, 64, 96)
+    assert m["calibration"] == {"folder": str(DATA), "images": 4, "size": 48, "sigma": None, "method": "max",
+                                "seed": 0}
+
+
+def _check_tensorrt_qdq(path: Path) -> None:
+    model = onnx.load(str(path))
+    consts = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    for n in model.graph.node:
+        if n.op_type == "Constant":
+            consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    producers = {o: n for n in model.graph.node for o in n.output}
+    wdq = weight_dq_nodes(model)
+    pairs = qdq_pairs(model)
+    assert len(wdq) == 30 and len(pairs) >= 20
+    for dq in wdq:  # per-channel weight scales on axis 0
+        src = dq.input[0]
+        while src not in consts:
+            src = producers[src].input[0]
+        c_out = consts[src].shape[0]
+        scale = consts[dq.input[1]]
+        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+        assert (scale.shape == (c_out,) and axis == 0) or (c_out == 1 and scale.size == 1), dq.name
+    dqs = {n.name: n for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    for p in pairs:  # per-tensor activation scales, symmetric int8
+        dq = dqs[p.dequantize]
+        assert consts[dq.input[1]].size == 1
+        assert consts[dq.input[2]].dtype == np.int8 and not consts[dq.input[2]].any()
+    assert check_tensorrt_ops(model) == []
+
+
+def test_tensorrt_target_qdq(weights, fp32_onnx, tmp_path):
+    out = tmp_path / "trt.onnx"
+    result = quantize(weights, out, target="tensorrt", min_psnr_db=None, **FAST)
+    q = result.manifest["quantization"]
+    try:
+        import modelopt.torch.quantization  # noqa: F401
+        assert q["path"] == "modelopt", q.get("fallback_reason")
+    except ImportError:
+        assert q["path"] == "torch-fakequant" and "import" in q["fallback_reason"]
+    assert result.manifest["precision"] == "int8-qdq" and result.manifest["tensorrt_issues"] == []
+    assert result.manifest["parity"]["psnr_db"] > 40
+    _check_tensorrt_qdq(out)
+    x = smooth_image()
+    assert psnr(run(out, x), run(fp32_onnx, x)) > 30  # ONNX Runtime still runs it (in float)
+
+
+def test_tensorrt_fallback_qat_exclude_and_failing_gate(weights, fp32_onnx, tmp_path):
+    out = tmp_path / "fq.onnx"
+    with pytest.raises(ConfigError, match="max, percentile"):
+        quantize(weights, out, target="tensorrt", quantizer="torch", method="entropy", min_psnr_db=None, **FAST)
+    with pytest.raises(ConfigError, match="selects no conv"):
+        quantize(weights, out, target="tensorrt", quantizer="torch", exclude="nope", min_psnr_db=None, **FAST)
+    with pytest.raises(QualityGateError) as info:
+        quantize(weights, out, target="tensorrt", quantizer="torch", method="percentile", qat_steps=2, data=DATA,
+                 qat_batch=1, exclude=["/conv_in/Conv"], min_psnr_db=99.0, gate_limit=1, **FAST)
+    assert info.value.exit_code == 6 and info.value.result["passed"] is False
+    m = artifact.read_manifest(out, kind="onnx")  # kept for inspection, marked as failed
+    assert m["gate"]["passed"] is False and m["gate"]["psnr_db"] < 99 and m["gate"]["layers"]
+    q = m["quantization"]
+    assert q["path"] == "torch-fakequant" and q["fallback_reason"] is None
+    assert q["excluded_modules"] == ["conv_in"] and q["qat"]["steps"] == 2
+    assert m["calibration"]["percentile"] == 99.99
+    model = onnx.load(str(out))
+    conv_in = next(n for n in model.graph.node if n.name == "/conv_in/Conv")
+    assert conv_in.input[0] == "input" and conv_in.input[1] in {i.name for i in model.graph.initializer}
+    assert len(weight_dq_nodes(model)) == 29
+    x = smooth_image()
+    assert psnr(run(out, x), run(fp32_onnx, x)) > 30
+    with pytest.raises(InputError, match="--force"):
+        quantize(weights, out, target="cpu", min_psnr_db=None, **FAST)
+
+
+def test_argument_errors(weights, tmp_path):
+    for kwargs, match in ((dict(target="gpu"), "valid targets"), (dict(target="cpu", method="mse"), "valid methods"),
+                          (dict(target="cpu", qat_steps=3, data=DATA), "qat-steps"),
+                          (dict(target="tensorrt", qat_steps=3), "--data")):
+        with pytest.raises(ConfigError, match=match):
+            quantize(weights, tmp_path / "x.onnx", **FAST, **kwargs)
+    with pytest.raises(ConfigError, match=".onnx"):
+        quantize(weights, tmp_path / "x.engine", target="cpu", **FAST)
+    # no conv in an integer kernel (only MatMuls quantized): refused, nothing written
+    with pytest.raises(ArtifactError, match="no conv"):
+        quantize(weights, tmp_path / "x.onnx", target="cpu", op_types=["MatMul"], min_psnr_db=None, **FAST)
+    assert not list(tmp_path.iterdir())
+
+
+def test_cpu_calibration_methods_differ(fp32_onnx, tmp_path):
+    """ORT's entropy calibrator with its default bins equals MinMax; ours gets real entropy ranges."""
+    from mirnet.optimize.quantize import quantize_cpu_onnx
+
+    calib = load_calibration(DATA, n=2, size=32)
+    scales = {}
+    for method in ("max", "entropy", "percentile"):
+        record = quantize_cpu_onnx(fp32_onnx, calib, tmp_path / f"{method}.onnx", method=method)
+        assert record["calibrate_method"].lower() == {"max": "minmax"}.get(method, method)
+        model = onnx.load(str(tmp_path / f"{method}.onnx"))
+        scales[method] = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer if i.name.endswith("_scale")}
+    for method in ("entropy", "percentile"):
+        changed = sum(not np.allclose(scales["max"][k], v) for k, v in scales[method].items())
+        assert changed > 0, method  # ORT's default entropy bins would change none
