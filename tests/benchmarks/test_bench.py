@@ -1,0 +1,89 @@
+"""The benchmark harness measures and records correctly (speeds themselves are never asserted)."""
+import json
+import time
+
+import numpy as np
+import pytest
+
+from mirnet.benchmarks import report, suite
+from mirnet.benchmarks.harness import PeakRSS, machine_info, percentile, time_fn
+from mirnet.sdk.cli import main
+from mirnet.sdk.errors import ConfigError
+
+
+def test_parse_sizes():
+    assert suite.parse_sizes("256,640x360, 1920x1080") == [(256, 256), (360, 640), (1080, 1920)]
+    with pytest.raises(ConfigError, match="'12y4'"):
+        suite.parse_sizes("12y4")
+    with pytest.raises(ConfigError, match="at least 8"):
+        suite.parse_sizes("4")
+
+
+def test_percentile_matches_numpy():
+    values = list(np.random.default_rng(0).random(37))
+    for q in (0, 50, 90, 99, 100):
+        assert percentile(values, q) == pytest.approx(np.percentile(values, q))
+
+
+def test_time_fn_respects_minimum_runs_time_and_sync():
+    calls, syncs = [], []
+    result = time_fn(lambda: calls.append(time.sleep(0.002)), warmup=2, min_runs=4, min_seconds=0.03,
+                     sync=lambda: syncs.append(1))
+    assert result["runs"] >= 4 and len(calls) == result["runs"] + 2
+    assert len(syncs) == result["runs"] + 1
+    assert result["mean_ms"] * result["runs"] >= 30 * 0.9  # timed for at least ~min_seconds
+    assert 1.5 <= result["p50_ms"] <= result["p99_ms"]
+
+
+def test_peak_rss_sees_an_allocation():
+    with PeakRSS() as mem:
+        block = np.ones(64 * 2 ** 20 // 8)
+        del block
+    if mem.mb is None:
+        pytest.skip("no /proc/self/clear_refs here")
+    assert mem.delta_mb > 40
+
+
+def test_machine_info_records_versions():
+    info = machine_info()
+    assert info["cores"] >= 1 and info["versions"]["numpy"] and info["date"]
+
+
+def test_bench_cli_end_to_end(tmp_path, tiny_weights, tiny_onnx):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{report.README_START}\nold table\n{report.README_END}\nrest\n")
+    out = tmp_path / "res" / "bench.json"
+    assert main(["bench", str(tiny_weights), str(tiny_onnx), "nano", "--sizes", "32,48x40", "--baselines", "nlm",
+                 "--min-seconds", "0.01", "--quality-data", "tests/data", "--quality-limit", "1",
+                 "--json", str(out), "--readme", str(readme), "-q"]) == 0
+    result = json.loads(out.read_text())
+    rows = result["rows"]
+    labels = {(r["artifact"], r["backend"]) for r in rows}
+    assert {("tiny", "pytorch-eager"), ("tiny", "onnxruntime"), ("tiny.onnx", "onnxruntime")} <= labels
+    assert ("opencv-nlm", "opencv") in labels and ("nano-random", "onnxruntime") in labels
+    assert len(rows) == len(labels) * 2
+    for r in rows:
+        assert r["p50_ms"] > 0 and r["p90_ms"] <= r["p99_ms"] + 1e-9 and r["runs"] >= 3
+        assert r["fps"] == pytest.approx(1000 / r["p50_ms"])
+    tiny = [r for r in rows if r["artifact"] == "tiny"]
+    assert all(r["psnr_db"] is not None and 0 < r["ssim"] <= 1 for r in tiny)
+    assert [r["gmac_per_frame"] for r in tiny if r["size"] == "32x32"][0] > 0
+    assert all(r["psnr_db"] is None for r in rows if r["artifact"] == "nano-random")
+    md = (tmp_path / "res" / "bench.md").read_text()
+    assert "**48x40**" in md and "| tiny | onnxruntime | fp32 |" in md
+    assert (tmp_path / "res" / "bench_latency.png").stat().st_size > 1000
+    assert (tmp_path / "res" / "bench_pareto.png").is_file()
+    text = readme.read_text()
+    assert "old table" not in text and "| tiny | onnxruntime | fp32 |" in text and text.endswith("rest\n")
+    assert "](res/bench_latency.png)" in text
+    assert main(["bench", "--render", str(out)]) == 0
+
+
+def test_slow_runner_is_skipped_at_larger_sizes(monkeypatch):
+    def slow_runners(names, threads):
+        return [suite.Runner("slow", "test", "fp32", lambda x: (time.sleep(0.03), x)[1], 1, trained=False)]
+
+    monkeypatch.setattr(suite, "_baseline_runners", slow_runners)
+    result = suite.run([], sizes=[(16, 16), (32, 32)], baselines=["x"], min_seconds=0.0,
+                       max_seconds_per_run=0.01)
+    assert "skipped" not in result["rows"][0] and "slower than" in result["rows"][1]["skipped"]
