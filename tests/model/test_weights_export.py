@@ -1,5 +1,6 @@
 """safetensors + manifest round trip, load errors, ONNX export with parity and dynamic axes."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -17,6 +18,9 @@ def test_save_load_round_trip(tmp_path):
     manifest = json.loads((tmp_path / "m.safetensors.json").read_text())
     assert manifest["kind"] == "weights" and manifest["variant"] == "nano"
     assert manifest["sha256"] == artifact.sha256_file(path)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
     assert manifest["io"]["input"]["pad_multiple"] == 8
     assert manifest["training"] == {"steps": 0}
     loaded = load_model(path)
