@@ -34,17 +34,19 @@ CHECKPOINT = "last.pt"
 
 
 class EMA:
-    """Exponential moving average of a model's parameters and buffers."""
+    """Exponential moving average of a model's parameters and buffers. The decay warms up as
+    ``min(decay, (1 + step) / (10 + step))`` so early averages do not cling to the random init."""
 
     def __init__(self, model: torch.nn.Module, decay: float):
         self.decay = decay
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
 
     @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))
         for ema_v, v in zip(self.model.state_dict().values(), model.state_dict().values()):
             if ema_v.dtype.is_floating_point:
-                ema_v.mul_(self.decay).add_(v.detach(), alpha=1 - self.decay)
+                ema_v.mul_(decay).add_(v.detach(), alpha=1 - decay)
             else:
                 ema_v.copy_(v)
 
@@ -254,7 +256,7 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         if self.ema:
-            self.ema.update(self.model)
+            self.ema.update(self.model, self.step)
         value = loss.detach()
         if self.world > 1:
             dist.all_reduce(value)
