@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, InputError, MissingDependencyError
-from .sources import Frame, gst_argv, parse_uri
+from .sources import Frame, gst_argv, parse_uri, stop_process
 
 log = logging.getLogger("mirnet.stream")
 
@@ -345,15 +345,7 @@ class NetworkSink(_FixedSize, Sink):
             proc.stdin.close()
         except OSError:
             pass
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.terminate()
-            try:
-                proc.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, 10)  # closing stdin lets the encoder finish the stream
 
 
 class CallbackSink(Sink):

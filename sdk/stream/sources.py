@@ -854,17 +854,25 @@ class GstSource(_LiveSource):
             self._cap.release()
             self._cap = None
         proc, self._proc = self._proc, None
-        if proc is not None:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=3)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            stop_process(proc, 3)
         rfd, self._rfd = self._rfd, None
         if rfd is not None:
             os.close(rfd)
+
+
+def stop_process(proc: subprocess.Popen, grace_s: float) -> None:
+    """Wait ``grace_s`` for ``proc`` to exit, then terminate it, then kill it."""
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            proc.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 # ---------------------------------------------------------------------------- dispatch

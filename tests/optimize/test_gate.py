@@ -30,16 +30,6 @@ DAMAGED = "/body/body.0/body/body.0/dau_top/body/body.0/Conv"
 DAMAGED_MODULE = "body.0.body.0.dau_top.body.0"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def env(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MIRNET_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     torch.manual_seed(0)

@@ -28,16 +28,6 @@ TINY = dict(n_feat=16, n_rrg=1, n_mrb=1, width=1, max_groups=1)
 FAST = dict(calib=DATA, calib_images=4, calib_size=48)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def env(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MIRNET_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     """A tiny model whose body matters: conv_out scaled up, as after training (at init the image
