@@ -203,6 +203,21 @@ def cmd_bench(args) -> int:
         for path in report.render(args.render, readme=args.readme):
             print(f"wrote {path}", file=sys.stderr)
         return 0
+    if args.micro:
+        from mirnet.benchmarks import ops, stream
+        from mirnet.benchmarks.harness import machine_info
+
+        micro = {"machine": machine_info(), "ops": ops.run(sizes=[(1080, 1920)]),
+                 "stream": stream.run(args.models[0] if args.models else DEFAULT_MODEL, threads=args.threads)}
+        out = Path(args.json) if args.json else results_dir() / "micro.json"
+        suite.save(micro, out)
+        for row in micro["ops"]:
+            print(f"  {json.dumps(row)}", file=sys.stderr)
+        s = micro["stream"]
+        print(f"  stream: pipeline {s['pipeline_fps']:.2f} fps vs infer-only {s['infer_fps']:.2f} fps "
+              f"(efficiency {s['efficiency']:.2f})", file=sys.stderr)
+        print(f"wrote {out}", file=sys.stderr)
+        return 0
     baselines = [b for b in args.baselines.split(",") if b]
 
     def show(row):
@@ -630,6 +645,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, help="output JSON (default benchmarks/results/<machine>/bench.json)")
     p.add_argument("--readme", default=None, help="also refresh the table between the bench markers in this file")
     p.add_argument("--render", default=None, metavar="JSON", help="only re-render tables and plots from JSON")
+    p.add_argument("--micro", action="store_true", help="pre/post kernels (numpy vs C++ vs CUDA) at 1080p and "
+                   "stream pipeline efficiency (end-to-end vs infer-only fps) on the first MODEL")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_bench)
 
