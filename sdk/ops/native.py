@@ -92,17 +92,7 @@ def check_preprocess(img: np.ndarray, order: str, multiple: int, dtype: object, 
 
 def stack_batch(imgs: Sequence[np.ndarray], order: str, multiple: int, dtype: object) -> tuple[np.ndarray, str]:
     """Validate a preprocess_batch call; return the C-contiguous (N,H,W,3) stack and the dtype name."""
-    if len(imgs) == 0:
-        raise ValueError("imgs must contain at least one image, got an empty sequence")
-    for k, img in enumerate(imgs):
-        ref._check_image(img, f"imgs[{k}]")
-    first = imgs[0]
-    for k, img in enumerate(imgs):
-        if img.shape != first.shape or img.dtype != first.dtype:
-            raise ValueError(
-                f"all images must share shape and dtype; imgs[0] is {first.shape} {first.dtype}, "
-                f"imgs[{k}] is {img.shape} {img.dtype}"
-            )
+    first = ref.check_batch(imgs)
     name = check_preprocess(first, order, multiple, dtype, "imgs[0]")
     return _contig(first[None] if len(imgs) == 1 else np.stack(imgs)), name
 

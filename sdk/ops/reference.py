@@ -136,10 +136,8 @@ def preprocess(
     return _preprocess_nhwc(img[None], order, multiple, dtype)
 
 
-def preprocess_batch(
-    imgs: Sequence[np.ndarray], *, order: str = "bgr", multiple: int = 4, dtype: object = np.float32
-) -> np.ndarray:
-    """Same as :func:`preprocess` for images of identical shape and dtype -> (N,3,Hp,Wp)."""
+def check_batch(imgs: Sequence[np.ndarray]) -> np.ndarray:
+    """Validate a batch of images of one shape and dtype; returns the first."""
     if len(imgs) == 0:
         raise ValueError("imgs must contain at least one image, got an empty sequence")
     for k, img in enumerate(imgs):
@@ -151,6 +149,14 @@ def preprocess_batch(
                 f"all images must share shape and dtype; imgs[0] is {first.shape} {first.dtype}, "
                 f"imgs[{k}] is {img.shape} {img.dtype}"
             )
+    return first
+
+
+def preprocess_batch(
+    imgs: Sequence[np.ndarray], *, order: str = "bgr", multiple: int = 4, dtype: object = np.float32
+) -> np.ndarray:
+    """Same as :func:`preprocess` for images of identical shape and dtype -> (N,3,Hp,Wp)."""
+    check_batch(imgs)
     return _preprocess_nhwc(np.stack(imgs), order, multiple, dtype)
 
 
