@@ -44,6 +44,15 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plots(result: dict, out_dir: Path, stem: str) -> list[Path]:
     """Latency vs resolution per runner (log-log) and PSNR vs latency with the Pareto front."""
     import matplotlib
@@ -62,11 +71,7 @@ def plots(result: dict, out_dir: Path, stem: str) -> list[Path]:
            title=f"Latency vs resolution — {result['machine']['cpu'][:40]}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = out_dir / f"{stem}_latency.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save(fig, out_dir / f"{stem}_latency.png"))
 
     sizes = list(dict.fromkeys(r["size"] for r in rows))
     ref = "640x360" if "640x360" in sizes else sizes[0]
@@ -85,11 +90,7 @@ def plots(result: dict, out_dir: Path, stem: str) -> list[Path]:
         ax.set(xscale="log", xlabel=f"p50 latency at {ref} (ms)", ylabel="PSNR (dB)", title="Quality vs speed")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = out_dir / f"{stem}_pareto.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, out_dir / f"{stem}_pareto.png"))
     return written
 
 

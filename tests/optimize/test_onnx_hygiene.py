@@ -31,14 +31,6 @@ FAMILIES = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_variant_family_exports_clean_for_tensorrt(family, tmp_path):
     cfg = FAMILIES[family]

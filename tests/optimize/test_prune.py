@@ -25,17 +25,8 @@ from mirnet.sdk.model.complexity import count_macs, count_params  # noqa: E402
 CFG = MIRNetV2Config(n_feat=16, n_rrg=3, n_mrb=1, width=2, max_groups=4, unshuffle=2)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: intra-op threads only add overhead (10x slower on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
-def models(one_thread):
+def models(one_thread_private_cache):
     torch.manual_seed(0)
     model = create_model(CFG).eval()
     return model, prune(model, macs_ratio=0.5)
