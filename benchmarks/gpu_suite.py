@@ -42,7 +42,7 @@ def bench_torch(variant: str, size: tuple[int, int], *, seconds: float = 3.0) ->
     from mirnet.sdk.model import create_model
     from mirnet.sdk.model.complexity import count_macs
 
-    from .harness import time_fn
+    from mirnet.sdk.timing import time_fn
 
     h, w = size
     macs = count_macs(create_model(variant).eval(), 256, 256) * h * w / 65536

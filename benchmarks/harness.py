@@ -1,44 +1,12 @@
-"""The measurement core shared by every benchmark: timing with warm-up and a minimum run time,
-peak memory, and the machine record. Benchmarks are not tests: nothing here asserts a speed."""
+"""The measurement core shared by every benchmark besides timing (:mod:`mirnet.sdk.timing`): peak
+memory and the machine record. Benchmarks are not tests: nothing here asserts a speed."""
 from __future__ import annotations
 
 import datetime as _dt
 import importlib
 import os
 import platform
-import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Linear-interpolated percentile (numpy's default) of a non-empty list, q in [0, 100]."""
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    lo = int(pos)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
-
-
-def time_fn(fn: Callable[[], object], *, warmup: int = 2, min_runs: int = 5, min_seconds: float = 2.0,
-            max_runs: int = 1000, sync: Callable[[], None] | None = None) -> dict:
-    """Run ``fn`` ``warmup`` times, then until both ``min_runs`` and ``min_seconds`` are reached;
-    ``sync`` (e.g. ``torch.cuda.synchronize``) runs before each clock read. Milliseconds."""
-    for _ in range(warmup):
-        fn()
-    if sync:
-        sync()
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < max_runs and (len(times) < min_runs or time.perf_counter() - start < min_seconds):
-        t0 = time.perf_counter()
-        fn()
-        if sync:
-            sync()
-        times.append((time.perf_counter() - t0) * 1000)
-    return {"p50_ms": statistics.median(times), "p90_ms": percentile(times, 90),
-            "p99_ms": percentile(times, 99), "mean_ms": statistics.fmean(times), "runs": len(times)}
 
 
 class PeakRSS:

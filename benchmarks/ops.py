@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import os
 import platform
-import statistics
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from mirnet.sdk.ops import reference as ref
+from mirnet.sdk.timing import time_fn
 
 try:
     from mirnet.sdk import _ext
@@ -26,27 +25,11 @@ except ImportError:  # benchmark the reference alone
     _ext = None
 
 
-def median_ms(fn: Callable[[], Any], repeats: int, warmup: int = 2, sync: Callable[[], Any] | None = None) -> float:
-    """Median wall time of ``fn()`` in ms; ``sync`` runs inside the timed region (device work)."""
-    return _medians(fn, repeats, warmup, sync)[0]
-
-
-def _medians(fn: Callable[[], Any], repeats: int, warmup: int = 2,
-             sync: Callable[[], Any] | None = None) -> tuple[float, float]:
-    """Median wall time and median process CPU time (all threads) of ``fn()``, in ms."""
-    for _ in range(warmup):
-        fn()
-        if sync:
-            sync()
-    wall, cpu = [], []
-    for _ in range(max(1, repeats)):
-        c0, t0 = time.process_time(), time.perf_counter()
-        fn()
-        if sync:
-            sync()
-        wall.append((time.perf_counter() - t0) * 1e3)
-        cpu.append((time.process_time() - c0) * 1e3)
-    return statistics.median(wall), statistics.median(cpu)
+def _medians(fn: Callable[[], Any], repeats: int, sync: Callable[[], Any] | None = None) -> tuple[float, float]:
+    """Median wall time and median process CPU time (all threads) of ``repeats`` runs, in ms."""
+    t = time_fn(fn, warmup=2, min_runs=max(1, repeats), max_runs=max(1, repeats), min_seconds=0.0, sync=sync,
+                cpu=True)
+    return t["p50_ms"], t["cpu_p50_ms"]
 
 
 def _cases(h: int, w: int, rng: np.random.Generator) -> list[dict[str, Any]]:
@@ -127,8 +110,8 @@ def _cuda_timings(case: dict[str, Any], out_bytes: int, repeats: int) -> dict[st
     d_src, d_dst = _ext.CudaBuffer(src.nbytes), _ext.CudaBuffer(out_bytes)
     try:
         d_src.upload(src)
-        kernel = median_ms(lambda: case["ptr"](d_src.ptr, d_dst.ptr), repeats, sync=_ext.cuda_synchronize)
-        host = median_ms(case["cuda"], repeats)
+        kernel = _medians(lambda: case["ptr"](d_src.ptr, d_dst.ptr), repeats, sync=_ext.cuda_synchronize)[0]
+        host = _medians(case["cuda"], repeats)[0]
     finally:
         d_src.free()
         d_dst.free()

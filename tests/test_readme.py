@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mirnet.sdk.cli import build_parser, main
-from mirnet.train.metrics import psnr
+from mirnet.sdk.metrics import psnr
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()

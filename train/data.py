@@ -1,5 +1,6 @@
-"""Training and validation data for MIRNet-v2: image folders, progressive patch schedule,
-a deterministic map-style training set and a step-indexed batch sampler.
+"""Training data for MIRNet-v2: progressive patch schedule, a deterministic map-style training set
+and a step-indexed batch sampler (image reading, paired folders and validation sets are the
+torch-free foundation's: :mod:`mirnet.sdk.media`, :mod:`mirnet.sdk.evalsets`).
 
 Determinism and resumption: a training sample is addressed by ``key = (step, j, patch)``
 (``j`` = index in the *global* batch). Everything random about it (source, image, crop, flip,
@@ -25,133 +26,19 @@ from pathlib import Path
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from mirnet.sdk.degrade import DegradeConfig
 from mirnet.sdk.errors import ConfigError, InputError
-from mirnet.train.degrade import DegradeConfig, awgn
+from mirnet.sdk.evalsets import pair_folders, split_holdout
+from mirnet.sdk.media import list_images, read_rgb
+from mirnet.sdk.metrics import to_float
 
-__all__ = [
-    "IMAGE_SUFFIXES", "list_images", "load_rgb", "pair_folders", "ProgressiveSchedule",
-    "SourceConfig", "TrainSet", "StepBatchSampler", "EvalSet",
-]
+__all__ = ["ProgressiveSchedule", "SourceConfig", "TrainSet", "StepBatchSampler"]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 Key = tuple[int, int, int]
-
-
-# ---------------------------------------------------------------------------------------------
-# Files
-# ---------------------------------------------------------------------------------------------
-
-def list_images(folder: str | Path) -> list[Path]:
-    """Image files directly in ``folder`` (png, jpg, jpeg, bmp, tif, tiff; any case), sorted by
-    name. ConfigError if the folder is missing or holds no image."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        what = "is not a folder" if folder.exists() else "does not exist"
-        raise ConfigError(f"image folder {str(folder)!r} {what} (resolved: {folder.resolve()}); "
-                          f"point the data config at a folder of {'/'.join(IMAGE_SUFFIXES)} files")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise ConfigError(f"image folder {str(folder)!r} holds no image file; valid extensions: "
-                          f"{', '.join(IMAGE_SUFFIXES)} (is the data in a sub-folder?)")
-    return files
-
-
-def _read_native(path: str | Path) -> tuple[np.ndarray, float]:
-    """Decode to an ``H x W x 3`` RGB array in the file's own dtype, plus the value of white."""
-    path = Path(path)
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        what = "does not exist" if not path.exists() else "cannot be decoded by OpenCV"
-        raise InputError(f"image {str(path)!r} {what}; use a readable "
-                         f"{'/'.join(IMAGE_SUFFIXES)} file")
-    if img.dtype == np.uint8:
-        scale = 255.0
-    elif img.dtype == np.uint16:
-        scale = 65535.0
-    elif img.dtype in (np.float32, np.float64):
-        scale = 1.0
-    else:
-        raise InputError(f"image {str(path)!r} has unsupported dtype {img.dtype}; "
-                         f"use 8-bit, 16-bit or float images")
-    if img.ndim == 2:
-        img = np.repeat(img[:, :, None], 3, axis=2)
-    elif img.shape[2] == 1:
-        img = np.repeat(img, 3, axis=2)
-    elif img.shape[2] == 3:
-        img = img[:, :, ::-1]
-    elif img.shape[2] == 4:
-        img = img[:, :, 2::-1]  # BGRA -> RGB, alpha dropped
-    else:
-        raise InputError(f"image {str(path)!r} has {img.shape[2]} channels; use gray, RGB or RGBA")
-    return np.ascontiguousarray(img), scale
-
-
-def _to_float(img: np.ndarray, scale: float) -> np.ndarray:
-    out = img.astype(np.float32)
-    if scale != 1.0:
-        out /= np.float32(scale)
-    return out
-
-
-def load_rgb(path: str | Path) -> np.ndarray:
-    """Read an image as float32 ``H x W x 3`` RGB in [0, 1]: gray replicated to 3 channels,
-    alpha dropped, 8-bit / 255, 16-bit / 65535. InputError if it cannot be read."""
-    img, scale = _read_native(path)
-    return _to_float(img, scale)
-
-
-def split_holdout(pairs: list, every: int) -> tuple[list, list]:
-    """``(train, held_out)``: every ``every``-th item by name (indices every-1, 2*every-1, ...) is
-    held out for evaluation; ``every=0`` holds out nothing."""
-    if isinstance(every, bool) or not isinstance(every, int) or every < 0 or every == 1:
-        raise ConfigError(f"holdout_every={every!r}: use 0 (none) or an integer >= 2")
-    if every == 0:
-        return list(pairs), []
-    held = [p for i, p in enumerate(pairs) if (i + 1) % every == 0]
-    return [p for i, p in enumerate(pairs) if (i + 1) % every], held
-
-
-def pair_folders(low_dir: str | Path, high_dir: str | Path, *, low_prefix: str = "",
-                 high_prefix: str = "") -> list[tuple[Path, Path]]:
-    """Pairs ``(low, high)`` matched by file name (stem and suffix), sorted by name.
-
-    When the two sides name files with a fixed prefix each (SIDD: ``NOISY_0.png`` /
-    ``GT_0.png``), ``low_prefix``/``high_prefix`` are stripped before matching; a file without
-    its prefix is unmatched. ConfigError naming up to 5 unmatched files on each side if the
-    folders do not match."""
-    def index(folder: str | Path, prefix: str) -> tuple[dict[str, Path], list[str]]:
-        keyed, bad = {}, []
-        for p in list_images(folder):
-            if p.name.startswith(prefix):
-                keyed[p.name[len(prefix):]] = p
-            else:
-                bad.append(p.name)
-        return keyed, bad
-
-    low, low_bad = index(low_dir, low_prefix)
-    high, high_bad = index(high_dir, high_prefix)
-    only_low = sorted([low[k].name for k in set(low) - set(high)] + low_bad)
-    only_high = sorted([high[k].name for k in set(high) - set(low)] + high_bad)
-    if only_low or only_high:
-        parts = []
-        for side, names, folder in (("low", only_low, low_dir), ("high", only_high, high_dir)):
-            if names:
-                more = f" and {len(names) - 5} more" if len(names) > 5 else ""
-                parts.append(f"{len(names)} file(s) only in {side} folder {str(folder)!r}: "
-                             f"{names[:5]}{more}")
-        prefixes = f" (after stripping low_prefix={low_prefix!r}, high_prefix={high_prefix!r})" \
-            if low_prefix or high_prefix else ""
-        raise ConfigError("paired folders do not match by file name (stem and suffix)" + prefixes
-                          + ": " + "; ".join(parts) + ". Rename or remove the unmatched files so "
-                          "every low image has a high image of the same name, or set "
-                          "low_prefix/high_prefix when the names differ by a fixed prefix "
-                          "(e.g. NOISY_0.png / GT_0.png: low_prefix='NOISY_', high_prefix='GT_').")
-    return [(low[k], high[k]) for k in sorted(low)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -358,7 +245,7 @@ class TrainSet(Dataset):
             self.items.append(split_holdout(items, s.holdout_every)[0])
         w = np.array([s.weight for s in self.sources], dtype=np.float64)
         self.probs = w / w.sum()
-        self._cache: dict[Path, tuple[np.ndarray, float]] = {}
+        self._cache: dict[Path, np.ndarray] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         # Workers start with an empty cache (no pickling of decoded images under spawn).
@@ -371,10 +258,10 @@ class TrainSet(Dataset):
         """Number of images (or pairs) per source."""
         return [len(it) for it in self.items]
 
-    def _get(self, path: Path) -> tuple[np.ndarray, float]:
+    def _get(self, path: Path) -> np.ndarray:
         hit = self._cache.get(path)
         if hit is None:
-            hit = _read_native(path)
+            hit = read_rgb(path)
             if self.cache:
                 self._cache[path] = hit
         return hit
@@ -386,28 +273,28 @@ class TrainSet(Dataset):
         src = self.sources[si]
         in_path, tgt_path = self.items[si][int(rng.integers(len(self.items[si])))]
 
-        tgt, tgt_scale = self._get(tgt_path)
+        tgt = self._get(tgt_path)
         if src.paired:
-            inp, in_scale = self._get(in_path)
+            inp = self._get(in_path)
             if inp.shape != tgt.shape:
                 raise InputError(f"paired images differ in size: {str(in_path)!r} is "
                                  f"{inp.shape[:2]}, {str(tgt_path)!r} is {tgt.shape[:2]}; "
                                  f"paired low/high images must have the same H x W")
         else:
-            inp, in_scale = tgt, tgt_scale
+            inp = tgt
 
         h, w = tgt.shape[:2]
         y = int(rng.integers(max(h - patch, 0) + 1))
         x = int(rng.integers(max(w - patch, 0) + 1))
         mode = int(rng.integers(8))
 
-        def crop(img: np.ndarray, scale: float) -> np.ndarray:
+        def crop(img: np.ndarray) -> np.ndarray:
             img = _pad_to(img[y:y + patch, x:x + patch], patch)
-            return _to_float(_flip_rot(img, mode), scale)
+            return to_float(_flip_rot(img, mode))
 
-        target = crop(tgt, tgt_scale)
+        target = crop(tgt)
         if src.paired:
-            inp_f = crop(inp, in_scale)
+            inp_f = crop(inp)
         else:
             inp_f = src.degrade.apply(target, rng)
         return _chw(inp_f), _chw(target)
@@ -451,96 +338,3 @@ class StepBatchSampler(Sampler):
 
     def __len__(self) -> int:
         return max(self.total_steps - self.start_step, 0)
-
-
-# ---------------------------------------------------------------------------------------------
-# Validation set
-# ---------------------------------------------------------------------------------------------
-
-def _centre_crop(img: np.ndarray, crop: int | None) -> np.ndarray:
-    if crop is None:
-        return img
-    h, w = img.shape[:2]
-    ch = min(crop, h - h % 8) or h
-    cw = min(crop, w - w % 8) or w
-    y, x = (h - ch) // 2, (w - cw) // 2
-    return np.ascontiguousarray(img[y:y + ch, x:x + cw])
-
-
-class EvalSet(Sequence):
-    """Validation pairs ``(degraded, clean)``: float32 ``H x W x 3`` RGB numpy arrays.
-
-    Build with :meth:`from_pairs` (paired folders) or :meth:`from_clean` (synthetic AWGN with
-    the Gaussian-denoising benchmark protocol). ``names[i]`` is the file name of pair ``i``.
-    """
-
-    def __init__(self, pairs: list[tuple[np.ndarray, np.ndarray]], names: list[str],
-                 description: str = "") -> None:
-        self.pairs = pairs
-        self.names = names
-        self.description = description
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, i):  # type: ignore[override]
-        return self.pairs[i]
-
-    def __repr__(self) -> str:
-        return f"EvalSet({len(self)} pairs, {self.description})"
-
-    @staticmethod
-    def _check_common(limit: int | None, crop: int | None) -> None:
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-            raise ConfigError(f"EvalSet limit={limit!r} must be a positive integer or None (all images)")
-        if crop is not None and (isinstance(crop, bool) or not isinstance(crop, int)
-                                 or crop < 8 or crop % 8):
-            raise ConfigError(f"EvalSet crop={crop!r} must be None (full images) or a positive "
-                              f"multiple of 8, e.g. 256")
-
-    @classmethod
-    def from_pairs(cls, low_dir: str | Path, high_dir: str | Path, *, limit: int | None = None,
-                   crop: int | None = None, low_prefix: str = "", high_prefix: str = "",
-                   holdout_every: int = 0) -> "EvalSet":
-        """Real pairs from folders matched by name (see :func:`pair_folders` for the prefixes);
-        with ``holdout_every`` only the pairs a training source with the same value leaves out;
-        the first ``limit`` by name; optional centre crop of ``crop x crop`` (clamped to the
-        image, multiples of 8)."""
-        cls._check_common(limit, crop)
-        matched = pair_folders(low_dir, high_dir, low_prefix=low_prefix, high_prefix=high_prefix)
-        if holdout_every:
-            matched = split_holdout(matched, holdout_every)[1]
-        matched = matched[:limit]
-        pairs, names = [], []
-        for lp, hp in matched:
-            low, high = load_rgb(lp), load_rgb(hp)
-            if low.shape != high.shape:
-                raise InputError(f"paired images differ in size: {str(lp)!r} is {low.shape[:2]}, "
-                                 f"{str(hp)!r} is {high.shape[:2]}")
-            pairs.append((_centre_crop(low, crop), _centre_crop(high, crop)))
-            names.append(hp.name)
-        return cls(pairs, names, f"pairs {low_dir} -> {high_dir}, crop={crop}")
-
-    @classmethod
-    def from_clean(cls, folder: str | Path, sigma: float, *, seed: int = 0, clip: bool = False,
-                   limit: int | None = None, crop: int | None = None) -> "EvalSet":
-        """Clean images plus AWGN, benchmark protocol: the optional centre crop is taken first,
-        then ``noisy = clean + N(0, sigma/255)`` with the RNG reset to
-        ``np.random.RandomState(seed)`` (what ``np.random.seed(0)`` in the published evaluation
-        code gives, so the noise values match theirs) for every image; no clipping or rounding.
-        ``clip=True`` instead clips to [0, 1] and rounds to the 8-bit grid (the easier
-        "clipped uint8 input" convention; say so next to any number measured with it)."""
-        cls._check_common(limit, crop)
-        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or sigma < 0:
-            raise ConfigError(f"EvalSet sigma={sigma!r} must be a number >= 0 in 0-255 units (e.g. 25)")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ConfigError(f"EvalSet seed={seed!r} must be an integer >= 0 (benchmark protocol: 0)")
-        pairs, names = [], []
-        for p in list_images(folder)[:limit]:
-            clean = _centre_crop(load_rgb(p), crop)
-            noisy = awgn(clean, float(sigma), np.random.RandomState(seed))
-            if clip:
-                noisy = (np.round(np.clip(noisy, 0.0, 1.0) * 255.0) / 255.0).astype(np.float32)
-            pairs.append((noisy, clean))
-            names.append(p.name)
-        return cls(pairs, names, f"{folder} + AWGN sigma={sigma} seed={seed} clip={clip} crop={crop}")

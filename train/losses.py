@@ -3,7 +3,7 @@
 Everything takes ``NxCxHxW`` float tensors with values in ``[0, 1]`` (RGB for the perceptual loss).
 
 * :class:`SSIMLoss` is ``1 - SSIM`` with exactly the window and constants of
-  :func:`mirnet.train.metrics.ssim` (11x11 Gaussian, sigma 1.5, K1 0.01, K2 0.03, 'valid' region),
+  :func:`mirnet.sdk.metrics.ssim` (11x11 Gaussian, sigma 1.5, K1 0.01, K2 0.03, 'valid' region),
   so ``1 - SSIMLoss()(x, y)`` equals ``metrics.ssim`` on the same image up to float32 rounding.
 * :class:`VGG19Features` is torchvision's ``vgg19().features`` layer layout written here
   (torchvision is not a dependency). Weights come only from a local file the user names
@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn import L1Loss, MSELoss
 
 from mirnet.sdk.errors import ArtifactError, ConfigError, InputError, require
-from mirnet.train.metrics import SSIM_K1, SSIM_K2, SSIM_WIN_SIZE, gaussian_window_1d
+from mirnet.sdk.metrics import SSIM_K1, SSIM_K2, SSIM_WIN_SIZE, gaussian_window_1d
 
 __all__ = [
     "CharbonnierLoss", "L1Loss", "MSELoss", "SSIMLoss", "ssim_torch",

@@ -19,7 +19,7 @@ from .native import (
     preprocess_yuyv,
 )
 from .reference import nv12_to_rgb, pad_amount, yuyv_to_rgb
-from .tiling import feather_weights, plan_tile, run_tiled, tile_starts
+from .tiling import feather_weights, plan_tile, run_padded, run_tiled, tile_starts
 
 __all__ = [
     "BACKEND",
@@ -36,6 +36,7 @@ __all__ = [
     "preprocess_batch",
     "preprocess_nv12",
     "preprocess_yuyv",
+    "run_padded",
     "run_tiled",
     "tile_starts",
     "to_rgb3",

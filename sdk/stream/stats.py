@@ -13,46 +13,13 @@ import threading
 import time
 from collections import deque
 
-import numpy as np
+from ..timing import QUANTILES, LatencySeries
 
-__all__ = ["STAGES", "LatencySeries", "StreamStats", "serve_prometheus", "SCHEMA"]
+__all__ = ["STAGES", "StreamStats", "serve_prometheus", "SCHEMA"]
 
 SCHEMA = "mirnet.stream.stats/1"
 #: pipeline stages in order; ``capture`` is the source's grab/decode time of a frame
 STAGES = ("capture", "preprocess", "infer", "postprocess", "sink")
-QUANTILES = (50, 95, 99)
-
-
-class LatencySeries:
-    """Durations in seconds: count/mean/max over all, p50/p95/p99 over the last ``window``."""
-
-    def __init__(self, window: int = 8192):
-        self._ring = np.zeros(max(1, window), np.float64)
-        self.count = 0
-        self.total = 0.0
-        self.max = 0.0
-
-    def add(self, seconds: float) -> None:
-        self._ring[self.count % len(self._ring)] = seconds
-        self.count += 1
-        self.total += seconds
-        if seconds > self.max:
-            self.max = seconds
-
-    def summary(self) -> dict:
-        n = min(self.count, len(self._ring))
-        out = {"count": self.count, "mean_ms": None, "max_ms": None}
-        out.update({f"p{q}_ms": None for q in QUANTILES})
-        if n:
-            ps = np.percentile(self._ring[:n], QUANTILES)
-            out.update({f"p{q}_ms": round(float(v) * 1e3, 3) for q, v in zip(QUANTILES, ps)})
-            out["mean_ms"] = round(self.total / self.count * 1e3, 3)
-            out["max_ms"] = round(self.max * 1e3, 3)
-        return out
-
-    def quantiles_s(self) -> list[float]:
-        n = min(self.count, len(self._ring))
-        return [float(v) for v in np.percentile(self._ring[:n], QUANTILES)] if n else [float("nan")] * 3
 
 
 class StreamStats:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mirnet.benchmarks import report, suite
-from mirnet.benchmarks.harness import PeakRSS, machine_info, percentile, time_fn
+from mirnet.benchmarks.harness import PeakRSS, machine_info
 from mirnet.sdk.cli import main
 from mirnet.sdk.errors import ConfigError
 
@@ -17,22 +17,6 @@ def test_parse_sizes():
         suite.parse_sizes("12y4")
     with pytest.raises(ConfigError, match="at least 8"):
         suite.parse_sizes("4")
-
-
-def test_percentile_matches_numpy():
-    values = list(np.random.default_rng(0).random(37))
-    for q in (0, 50, 90, 99, 100):
-        assert percentile(values, q) == pytest.approx(np.percentile(values, q))
-
-
-def test_time_fn_respects_minimum_runs_time_and_sync():
-    calls, syncs = [], []
-    result = time_fn(lambda: calls.append(time.sleep(0.002)), warmup=2, min_runs=4, min_seconds=0.03,
-                     sync=lambda: syncs.append(1))
-    assert result["runs"] >= 4 and len(calls) == result["runs"] + 2
-    assert len(syncs) == result["runs"] + 1
-    assert result["mean_ms"] * result["runs"] >= 30 * 0.9  # timed for at least ~min_seconds
-    assert 1.5 <= result["p50_ms"] <= result["p99_ms"]
 
 
 def test_peak_rss_sees_an_allocation():

@@ -1,25 +1,15 @@
-"""Training/validation data: folder pairing, progressive schedule, deterministic keyed samples,
-rank-disjoint batch sampling, worker-independent loading and the AWGN evaluation protocol."""
-import cv2
+"""Training data: progressive schedule, deterministic keyed samples, rank-disjoint batch sampling,
+worker-independent loading, and the hold-out split shared with evaluation."""
 import numpy as np
 import pytest
 import torch
+from imagekit import make_pairs, rand_u8, write_rgb
 from torch.utils.data import DataLoader
 
+from mirnet.sdk.degrade import DegradeConfig
 from mirnet.sdk.errors import ConfigError, InputError
-from mirnet.train.data import (EvalSet, ProgressiveSchedule, SourceConfig, StepBatchSampler,
-                               TrainSet, list_images, load_rgb, pair_folders)
-from mirnet.train.degrade import DegradeConfig
-
-
-def write_rgb(path, rgb_u8):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    assert cv2.imwrite(str(path), np.ascontiguousarray(rgb_u8[..., ::-1]))
-    return path
-
-
-def rand_u8(rng, h, w, lo=0, hi=256):
-    return rng.integers(lo, hi, (h, w, 3), dtype=np.uint8)
+from mirnet.sdk.evalsets import EvalSet, split_holdout
+from mirnet.train.data import ProgressiveSchedule, SourceConfig, StepBatchSampler, TrainSet
 
 
 @pytest.fixture
@@ -32,79 +22,7 @@ def clean_dir(tmp_path):
 
 @pytest.fixture
 def paired_dirs(tmp_path):
-    """low = high // 2 exactly (even high values), so input * 2 == target after any crop/flip."""
-    rng = np.random.default_rng(1)
-    for i, (h, w) in enumerate([(36, 52), (44, 30)]):
-        high = rand_u8(rng, h, w, 0, 128) * 2
-        write_rgb(tmp_path / "high" / f"p{i}.png", high)
-        write_rgb(tmp_path / "low" / f"p{i}.png", high // 2)
-    return tmp_path / "low", tmp_path / "high"
-
-
-# -- files --------------------------------------------------------------------------------------
-
-def test_list_images_and_load_rgb(tmp_path):
-    with pytest.raises(ConfigError, match="does not exist"):
-        list_images(tmp_path / "nope")
-    (tmp_path / "empty").mkdir()
-    (tmp_path / "empty" / "notes.txt").write_text("x")
-    with pytest.raises(ConfigError, match=r"no image file.*\.png"):
-        list_images(tmp_path / "empty")
-
-    rgb = np.zeros((5, 7, 3), np.uint8)
-    rgb[..., 0] = 255  # pure red
-    write_rgb(tmp_path / "d" / "b.png", rgb)
-    cv2.imwrite(str(tmp_path / "d" / "a.png"), np.full((5, 7), 128, np.uint8))  # gray
-    cv2.imwrite(str(tmp_path / "d" / "c.png"), np.full((5, 7, 3), 65535, np.uint16))  # 16-bit
-    files = list_images(tmp_path / "d")
-    assert [p.name for p in files] == ["a.png", "b.png", "c.png"]
-    gray, red, white16 = (load_rgb(p) for p in files)
-    assert gray.shape == (5, 7, 3) and gray.dtype == np.float32
-    assert np.allclose(gray, 128 / 255)
-    assert np.allclose(red[..., 0], 1) and np.allclose(red[..., 1:], 0)
-    assert np.allclose(white16, 1.0)
-    with pytest.raises(InputError, match="missing.png"):
-        load_rgb(tmp_path / "missing.png")
-
-
-def test_pair_folders_by_name(paired_dirs, tmp_path):
-    low, high = paired_dirs
-    pairs = pair_folders(low, high)
-    assert [(a.name, b.name) for a, b in pairs] == [("p0.png", "p0.png"), ("p1.png", "p1.png")]
-    assert all(a.parent == low and b.parent == high for a, b in pairs)
-
-    rng = np.random.default_rng(0)
-    write_rgb(low / "only_low.png", rand_u8(rng, 8, 8))
-    write_rgb(high / "p0.jpg", rand_u8(rng, 8, 8))  # same stem, other suffix: not a match
-    with pytest.raises(ConfigError) as e:
-        pair_folders(low, high)
-    msg = str(e.value)
-    assert "only_low.png" in msg and "p0.jpg" in msg and "only in low" in msg and "only in high" in msg
-
-
-def test_pair_folders_lists_at_most_five(tmp_path):
-    rng = np.random.default_rng(0)
-    write_rgb(tmp_path / "high" / "x.png", rand_u8(rng, 8, 8))
-    for i in range(8):
-        write_rgb(tmp_path / "low" / f"l{i}.png", rand_u8(rng, 8, 8))
-    with pytest.raises(ConfigError, match=r"8 file\(s\) only in low.*and 3 more.*1 file\(s\) only in high"):
-        pair_folders(tmp_path / "low", tmp_path / "high")
-
-
-def test_pair_folders_with_prefixes(tmp_path):
-    rng = np.random.default_rng(0)
-    for i in range(2):
-        write_rgb(tmp_path / "NOISY" / f"NOISY_{i}.png", rand_u8(rng, 8, 8))
-        write_rgb(tmp_path / "GT" / f"GT_{i}.png", rand_u8(rng, 8, 8))
-    with pytest.raises(ConfigError, match=r"low_prefix='NOISY_', high_prefix='GT_'"):
-        pair_folders(tmp_path / "NOISY", tmp_path / "GT")
-    pairs = pair_folders(tmp_path / "NOISY", tmp_path / "GT", low_prefix="NOISY_", high_prefix="GT_")
-    assert [(a.name, b.name) for a, b in pairs] == [("NOISY_0.png", "GT_0.png"), ("NOISY_1.png", "GT_1.png")]
-    write_rgb(tmp_path / "GT" / "other.png", rand_u8(rng, 8, 8))
-    with pytest.raises(ConfigError, match=r"after stripping.*only in high.*other.png"):
-        pair_folders(tmp_path / "NOISY", tmp_path / "GT", low_prefix="NOISY_", high_prefix="GT_")
-    with pytest.raises(ConfigError, match="applies only to paired"):
-        SourceConfig(clean="c", low_prefix="NOISY_")
+    return make_pairs(tmp_path)
 
 
 # -- schedule -----------------------------------------------------------------------------------
@@ -238,46 +156,6 @@ def test_dataloader_workers_do_not_change_batches(clean_dir, paired_dirs):
         assert torch.equal(a_in, b_in) and torch.equal(a_tgt, b_tgt)
 
 
-# -- EvalSet ------------------------------------------------------------------------------------
-
-def test_evalset_awgn_protocol(tmp_path):
-    rng = np.random.default_rng(0)
-    write_rgb(tmp_path / "c" / "a.png", rand_u8(rng, 32, 40))
-    write_rgb(tmp_path / "c" / "b.png", rand_u8(rng, 32, 40, 250, 256))  # near white
-    write_rgb(tmp_path / "c" / "c.png", rand_u8(rng, 20, 20))
-    ev = EvalSet.from_clean(tmp_path / "c", 25)
-    assert len(ev) == 3 and ev.names == ["a.png", "b.png", "c.png"]
-    (n0, c0), (n1, c1) = ev[0], ev[1]
-    assert n0.dtype == c0.dtype == np.float32 and n0.shape == c0.shape == (32, 40, 3)
-    assert np.allclose(n0 - c0, n1 - c1, atol=1e-6)  # RNG reset per image
-    expected = np.random.RandomState(0).normal(0, 25 / 255, (32, 40, 3))
-    assert np.allclose(n0 - c0, expected, atol=1e-6)
-    assert n1.max() > 1.0 and n0.min() < 0.0  # not clipped
-
-    clipped = EvalSet.from_clean(tmp_path / "c", 25, clip=True, limit=2)
-    assert len(clipped) == 2
-    n = clipped[1][0]
-    assert n.min() >= 0 and n.max() <= 1 and np.allclose(n * 255, np.round(n * 255), atol=1e-4)
-
-    cropped = EvalSet.from_clean(tmp_path / "c", 25, crop=16)
-    assert [p[0].shape for p in cropped] == [(16, 16, 3)] * 3
-    assert np.array_equal(cropped[0][1], c0[8:24, 12:28])
-    with pytest.raises(ConfigError, match="crop=12 must be None.*multiple of 8"):
-        EvalSet.from_clean(tmp_path / "c", 25, crop=12)
-    with pytest.raises(ConfigError, match="sigma=-1"):
-        EvalSet.from_clean(tmp_path / "c", -1)
-
-
-def test_evalset_from_pairs(paired_dirs):
-    low, high = paired_dirs
-    ev = EvalSet.from_pairs(low, high, crop=16)
-    assert len(ev) == 2 and ev.names == ["p0.png", "p1.png"]
-    for lo, hi in ev:
-        assert lo.shape == hi.shape == (16, 16, 3)
-        assert np.allclose(lo * 2, hi, atol=1e-6)
-    assert len(EvalSet.from_pairs(low, high, limit=1)) == 1
-
-
 def test_trainset_pickles_without_cache(clean_dir, paired_dirs):
     import pickle
 
@@ -289,9 +167,12 @@ def test_trainset_pickles_without_cache(clean_dir, paired_dirs):
     assert all(torch.equal(a, b) for a, b in zip(clone[(0, 0, 16)], first))
 
 
-def test_holdout_split_is_disjoint_and_shared_by_train_and_eval(tmp_path):
-    from mirnet.train.data import split_holdout
+def test_prefixes_apply_only_to_paired_sources():
+    with pytest.raises(ConfigError, match="applies only to paired"):
+        SourceConfig(clean="c", low_prefix="NOISY_")
 
+
+def test_holdout_split_is_disjoint_and_shared_by_train_and_eval(tmp_path):
     train, held = split_holdout(list(range(100)), 10)
     assert held == list(range(9, 100, 10)) and len(train) == 90 and not set(train) & set(held)
     assert split_holdout([1, 2], 0) == ([1, 2], [])

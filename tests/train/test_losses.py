@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from mirnet.sdk.errors import ArtifactError, ConfigError, InputError  # noqa: E402
-from mirnet.train import metrics  # noqa: E402
+from mirnet.sdk import metrics  # noqa: E402
 from mirnet.train.losses import (  # noqa: E402
     VGG19_LAYER_NAMES, CharbonnierLoss, CombinedLoss, LossConfig, PerceptualLoss, SSIMLoss,
     VGG19Features, build_loss, load_vgg19_state_dict)

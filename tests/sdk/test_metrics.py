@@ -1,4 +1,4 @@
-"""Tests for mirnet.train.metrics (torch-free): PSNR, SSIM, BT.601 luma, to_float."""
+"""Tests for mirnet.sdk.metrics (torch-free): PSNR, SSIM, BT.601 luma, to_float."""
 from __future__ import annotations
 
 import math
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mirnet.sdk.errors import InputError
-from mirnet.train.metrics import psnr, rgb_to_y, ssim, to_float
+from mirnet.sdk.metrics import psnr, rgb_to_y, ssim, to_float
 
 RNG = np.random.default_rng(20240611)
 
@@ -146,7 +146,7 @@ def test_to_float():
 
 
 def test_metrics_module_does_not_import_torch():
-    code = ("import sys, mirnet.train.metrics as m, numpy as np; "
+    code = ("import sys, mirnet.sdk.metrics as m, numpy as np; "
             "m.ssim(np.ones((11, 11)), np.ones((11, 11))); "
             "assert 'torch' not in sys.modules, 'torch imported'; "
             "assert 'scipy' not in sys.modules, 'scipy imported'")

@@ -64,7 +64,7 @@ def _as_float_pair(a, b, name: str) -> tuple[np.ndarray, np.ndarray]:
             raise InputError(
                 f"{name}() takes float arrays, but {label} has dtype {arr.dtype}; valid dtypes: "
                 "float16/float32/float64. Convert integer images with "
-                "mirnet.train.metrics.to_float(img) (then use data_range=1.0).")
+                "mirnet.sdk.metrics.to_float(img) (then use data_range=1.0).")
     if a.shape != b.shape:
         raise InputError(
             f"{name}() needs two images of the same shape, got {a.shape} and {b.shape}; "

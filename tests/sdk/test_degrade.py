@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mirnet.sdk.errors import ConfigError, InputError
-from mirnet.train.degrade import (DegradeConfig, awgn, gaussian_blur, jpeg, low_light,
+from mirnet.sdk.degrade import (DegradeConfig, awgn, gaussian_blur, jpeg, low_light,
                                   motion_blur, motion_kernel, poisson_gaussian)
 
 

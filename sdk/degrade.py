@@ -30,11 +30,11 @@ def _check_image(img: Any, name: str = "img") -> np.ndarray:
         shape = getattr(img, "shape", type(img).__name__)
         raise InputError(
             f"{name} must be a float H x W x 3 RGB numpy array in [0, 1], got {shape}; "
-            f"load images with mirnet.train.data.load_rgb")
+            f"load images with mirnet.sdk.media.load_rgb")
     if not np.issubdtype(img.dtype, np.floating):
         raise InputError(
             f"{name} has dtype {img.dtype}; degradations work on float images in [0, 1] "
-            f"(convert with img.astype(np.float32) / 255 or use mirnet.train.data.load_rgb)")
+            f"(convert with img.astype(np.float32) / 255 or use mirnet.sdk.media.load_rgb)")
     return img
 
 
