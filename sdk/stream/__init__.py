@@ -3,10 +3,14 @@
 >>> from mirnet.sdk import Stream
 >>> stats = Stream("rtsp://camera/stream", "out.mp4", model="denoise-lite").run()  # doctest: +SKIP
 """
+from .capture import CameraSource, RtspSource
+from .files import ImageFolderSource, IterableSource, VideoFileSource
+from .gstreamer import GstSource, csi_pipeline
+from .mjpeg import HttpMjpegSource, MultipartParser
 from .pipeline import POLICIES, Stream, describe_image, run_stream, side_by_side
+from .registry import SOURCES, open_source
 from .sinks import SINKS, CallbackSink, DisplaySink, FolderSink, NetworkSink, NullSink, Sink, VideoFileSink, open_sink
-from .sources import (SOURCES, CameraSource, Frame, GstSource, HttpMjpegSource, ImageFolderSource, IterableSource,
-                      MultipartParser, Reconnect, RtspSource, Source, VideoFileSource, csi_pipeline, open_source)
+from .source import Frame, Reconnect, Source
 from .stats import STAGES, StreamStats, serve_prometheus
 
 __all__ = ["Stream", "run_stream", "POLICIES", "STAGES", "Frame", "Reconnect", "Source", "Sink", "open_source",

@@ -8,7 +8,7 @@
 ``display://[title]``            an OpenCV window (needs the ``gui`` extra); q or Esc stops
 ``rtsp://host:8554/live``        H.264 pushed to an RTSP server (e.g. mediamtx) by an ``ffmpeg``
 ``rtp://host:5004``              or ``gst-launch-1.0`` subprocess
-``null://``                      discards frames (benchmarks)
+``null://``                      discards frames (speed measurements)
 a Python callable                ``fn(image, frame)`` for every frame
 =============================  ==============================================================
 
@@ -33,7 +33,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, InputError, MissingDependencyError
-from .sources import Frame, gst_argv, parse_uri, stop_process
+from .gstreamer import gst_argv
+from .process import stop_process
+from .registry import parse_uri
+from .source import Frame
 
 log = logging.getLogger("mirnet.stream")
 

@@ -14,7 +14,7 @@ import pytest
 from streamkit import IdentityBackend, count_frames, write_video
 
 from mirnet.sdk.cli import main
-from mirnet.sdk.stream import sources
+from mirnet.sdk.stream import gstreamer
 from mirnet.sdk.stream.stats import STAGES
 
 cv2 = pytest.importorskip("cv2")
@@ -101,7 +101,7 @@ def test_signal_leaves_a_playable_file_with_every_reported_frame(tmp_path, tiny_
 def test_gst_videotestsrc_through_the_pipeline(tmp_path, monkeypatch):
     from mirnet.sdk import Stream
 
-    monkeypatch.setattr(sources, "cv2_has_gstreamer", lambda: False)
+    monkeypatch.setattr(gstreamer, "cv2_has_gstreamer", lambda: False)
     out = tmp_path / "out.avi"
     stats = Stream("gst://videotestsrc num-buffers=15 ! video/x-raw,width=64,height=48,framerate=30/1", out,
                    model=IdentityBackend(), policy="block").run()

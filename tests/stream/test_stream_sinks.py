@@ -18,7 +18,7 @@ from mirnet.sdk import ConfigError, InputError, MissingDependencyError
 from mirnet.sdk.stream import sinks
 from mirnet.sdk.stream.sinks import (CallbackSink, FolderSink, NetworkSink, NullSink, VideoFileSink, ffmpeg_command,
                                      gst_command, open_sink, to_bgr8)
-from mirnet.sdk.stream.sources import Frame
+from mirnet.sdk.stream.source import Frame
 
 cv2 = pytest.importorskip("cv2")
 

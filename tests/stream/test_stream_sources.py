@@ -14,9 +14,12 @@ import pytest
 from streamkit import frame_image, write_video
 
 from mirnet.sdk import ConfigError, MissingDependencyError, SourceError
-from mirnet.sdk.stream import sources
-from mirnet.sdk.stream.sources import (GstSource, HttpMjpegSource, ImageFolderSource, MultipartParser, Reconnect,
-                                       VideoFileSource, csi_pipeline, jpeg_end, open_source, parse_uri)
+from mirnet.sdk.stream import gstreamer
+from mirnet.sdk.stream.files import ImageFolderSource, VideoFileSource
+from mirnet.sdk.stream.gstreamer import GstSource, csi_pipeline
+from mirnet.sdk.stream.mjpeg import HttpMjpegSource, MultipartParser, jpeg_end
+from mirnet.sdk.stream.registry import open_source, parse_uri
+from mirnet.sdk.stream.source import Reconnect
 
 cv2 = pytest.importorskip("cv2")
 
@@ -247,8 +250,8 @@ def test_http_source_rejects_non_multipart(tmp_path):
 
 # ---------------------------------------------------------------------------- GStreamer
 def test_gst_without_gstreamer_raises_missing_dependency(monkeypatch):
-    monkeypatch.setattr(sources, "cv2_has_gstreamer", lambda: False)
-    monkeypatch.setattr(sources.shutil, "which", lambda name, *a, **k: None)
+    monkeypatch.setattr(gstreamer, "cv2_has_gstreamer", lambda: False)
+    monkeypatch.setattr(gstreamer.shutil, "which", lambda name, *a, **k: None)
     for uri in ("gst://videotestsrc ! video/x-raw,width=64,height=48", "csi://0"):
         with pytest.raises(MissingDependencyError, match=r"gst-launch-1\.0 is not on PATH.*apt-get install "
                                                          r"gstreamer1\.0-tools"):
@@ -292,7 +295,7 @@ def fake_gst(tmp_path, monkeypatch):
     exe.write_text(FAKE_GST.format(python=sys.executable))
     exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{exe.parent}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setattr(sources, "cv2_has_gstreamer", lambda: False)
+    monkeypatch.setattr(gstreamer, "cv2_has_gstreamer", lambda: False)
     return exe
 
 
@@ -317,7 +320,7 @@ def test_gst_launch_subprocess_protocol(fake_gst):
                     reason="gst-launch-1.0 not installed (Debian: apt-get install gstreamer1.0-tools "
                            "gstreamer1.0-plugins-base gstreamer1.0-plugins-good)")
 def test_gst_videotestsrc(monkeypatch):
-    monkeypatch.setattr(sources, "cv2_has_gstreamer", lambda: False)  # the subprocess path, as on CI
+    monkeypatch.setattr(gstreamer, "cv2_has_gstreamer", lambda: False)  # the subprocess path, as on CI
     # width 50: BGR rows of 150 bytes, padded to 152 by GStreamer
     src = open_source("gst://videotestsrc num-buffers=12 pattern=smpte ! video/x-raw,width=50,height=30,"
                       "framerate=30/1", timeout=10, drop=False)  # drop=False: lose nothing (policy block)
