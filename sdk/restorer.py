@@ -69,7 +69,8 @@ class Restorer:
         self.tile, self.tile_overlap = tile, tile_overlap
         self.memory_budget = int(memory_budget_mb * 2 ** 20)
 
-    def _tile_for(self, h: int, w: int) -> int | None:
+    def tile_for(self, h: int, w: int) -> int | None:
+        """The tile size an H x W (padded) input runs with, or None when it runs whole."""
         if self.tile == 0:
             return None
         if self.tile is not None:
@@ -79,7 +80,7 @@ class Restorer:
 
     def infer_tensor(self, x: np.ndarray) -> np.ndarray:
         """Run the network on a padded N x C x H x W float32 batch, tiling when needed."""
-        tile = self._tile_for(*x.shape[2:])
+        tile = self.tile_for(*x.shape[2:])
         if tile is None:
             return self.backend.infer(x)
         return run_tiled(x, self.backend.infer, tile=tile, overlap=self.tile_overlap,

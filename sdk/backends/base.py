@@ -1,12 +1,19 @@
-"""The backend contract: float32 NCHW RGB [0, 1] batches in, the same layout out."""
+"""The backend contract: float32 NCHW RGB [0, 1] batches in, the same layout out; optionally a
+device-side path that takes uint8 frames and returns uint8 images (``supports_device_io``)."""
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import ConfigError, InputError
+from ..ops import reference
+
+#: channel orders of H x W x 3 frames, and the camera formats of :meth:`Backend.restore_frames_async`
+FRAME_ORDERS = ("bgr", "rgb")
+CAMERA_FORMATS = ("nv12", "yuyv")
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,37 @@ class InputSpec:
                              f"pad with mirnet.sdk.ops.preprocess")
 
 
+def check_frames(frames: Sequence[np.ndarray], order: str, camera: str | None = None) -> tuple[int, int, int]:
+    """``(N, H, W)`` of a batch for :meth:`Backend.restore_frames_async`: N uint8 frames of one shape,
+    H x W x 3 in ``order``, or ``camera`` frames (``"nv12"``: H*3/2 x W, ``"yuyv"``: H x W x 2).
+    InputError names the bad value otherwise."""
+    if order not in FRAME_ORDERS:
+        raise InputError(f"order={order!r}: valid orders are {FRAME_ORDERS}")
+    if camera is not None and camera not in CAMERA_FORMATS:
+        raise InputError(f"camera={camera!r}: valid camera formats are {CAMERA_FORMATS} (None: H x W x 3 "
+                         f"frames in `order`)")
+    if len(frames) == 0:
+        raise InputError("no frames: pass a non-empty list of uint8 frames of one shape")
+    first = frames[0]
+    for i, frame in enumerate(frames):
+        if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.shape != first.shape:
+            raise InputError(
+                f"frame {i}: {getattr(frame, 'shape', type(frame).__name__)} {getattr(frame, 'dtype', '')}; "
+                f"the device path takes uint8 frames of one shape (frame 0 is {getattr(first, 'shape', '?')} "
+                f"{getattr(first, 'dtype', '?')}): restore other kinds with Restorer.restore_batch")
+    if camera is None:
+        if first.ndim != 3 or first.shape[2] != 3 or first.size == 0:
+            raise InputError(f"frame shape {first.shape}: expected H x W x 3 ({order.upper()}); restore gray "
+                             f"or alpha images with Restorer.restore_batch, or pass camera='nv12'/'yuyv'")
+        h, w = first.shape[:2]
+    else:
+        try:
+            h, w = (reference.nv12_hw if camera == "nv12" else reference.yuyv_hw)(first)
+        except ValueError as exc:
+            raise InputError(f"camera={camera!r}: {exc}") from exc
+    return len(frames), h, w
+
+
 def _activation_channels(config: dict) -> int:
     """Feature channels per input pixel at full resolution (for the tiling memory model)."""
     return max(1, -(-config["n_feat"] // config.get("unshuffle", 1) ** 2))
@@ -56,10 +94,20 @@ class Backend(abc.ABC):
 
     name: str = "backend"
     input_spec: InputSpec
+    #: True when :meth:`restore_frames_async` runs pre/post-processing next to the network (GPU)
+    supports_device_io: bool = False
 
     @abc.abstractmethod
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """Run the network on an N x C x H x W float batch; returns N x C_out x H*s x W*s float32."""
+
+    def restore_frames_async(self, frames: Sequence[np.ndarray], order: str = "bgr", *,
+                             camera: str | None = None):
+        """Restore uint8 frames of one shape where the network runs; returns a future whose
+        ``result()`` is the list of uint8 H*s x W*s x 3 images in ``order`` (see :func:`check_frames`).
+        Only backends with ``supports_device_io`` implement it."""
+        raise ConfigError(f"the {self.name} backend has no device-side frame path (supports_device_io is "
+                          f"False); restore frames with Restorer.restore_batch")
 
     def close(self) -> None:
         """Release the engine's resources; the backend is unusable afterwards."""

@@ -1,7 +1,7 @@
 """Small owning wrappers over the CUDA runtime (cuda-python's ``cuda.bindings.runtime``).
 
 Every call's status is checked and turned into :class:`CudaError`; every resource (device buffer,
-pinned host buffer, stream, event, CUDA graph) is owned by one object that frees it in ``free()``/
+pinned host buffer, stream, CUDA graph) is owned by one object that frees it in ``free()``/
 ``close()``, in its context manager exit, and as a last resort in ``__del__``. Nothing here imports
 cuda-python until a resource is created, so the module imports on machines without it.
 """
@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import MirnetError, MissingDependencyError
 
 __all__ = ["CudaError", "cudart", "check", "format_version", "device_info", "set_device",
-           "DeviceBuffer", "PinnedBuffer", "Stream", "Event", "CudaGraph", "memcpy_htod_async",
+           "DeviceBuffer", "PinnedBuffer", "Stream", "CudaGraph", "memcpy_htod_async",
            "memcpy_dtoh_async"]
 
 _RT = None
@@ -210,34 +210,8 @@ class Stream(_Owned):
     def synchronize(self) -> None:
         _call("cudaStreamSynchronize", self._stream)
 
-    def wait(self, event: "Event") -> None:
-        """Make later work on this stream wait for ``event`` (no host blocking)."""
-        _call("cudaStreamWaitEvent", self._stream, event.raw, 0)
-
     def _release(self) -> None:
         _call("cudaStreamDestroy", self._stream)
-
-
-class Event(_Owned):
-    """A CUDA event without timing (cheapest kind), for ordering work across streams."""
-
-    def __init__(self):
-        rt = cudart()
-        self._event = check(rt.cudaEventCreateWithFlags(rt.cudaEventDisableTiming), "cudaEventCreateWithFlags", rt)
-        self._freed = False
-
-    @property
-    def raw(self):
-        return self._event
-
-    def record(self, stream: Stream) -> None:
-        _call("cudaEventRecord", self._event, stream.raw)
-
-    def synchronize(self) -> None:
-        _call("cudaEventSynchronize", self._event)
-
-    def _release(self) -> None:
-        _call("cudaEventDestroy", self._event)
 
 
 class CudaGraph(_Owned):

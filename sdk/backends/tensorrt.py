@@ -1,285 +1,45 @@
 """TensorRT backend: runs a serialized engine (``.engine``/``.plan``) built by ``mirnet build-engine``.
 
-Before anything is deserialized, the engine's manifest is checked against this machine (TensorRT
-version, GPU compute capability and name); a mismatch raises EngineMismatchError naming both sides
-and the exact rebuild command. Device memory, pinned host memory, streams, events and CUDA graphs
-come from :mod:`mirnet.sdk.backends.cuda_mem` (cuda-python), each owned by one object.
+Before anything is deserialized, the engine's manifest is checked against this machine
+(:mod:`mirnet.sdk.backends.tensorrt_env`: TensorRT version, GPU compute capability and name); a
+mismatch raises EngineMismatchError naming both sides and the exact rebuild command. Device memory,
+pinned host memory, streams and CUDA graphs come from :mod:`mirnet.sdk.backends.cuda_mem`
+(cuda-python), each owned by one object.
 
-The logic that needs neither TensorRT nor a GPU (profiles, profile selection, buffer sizes, the
-environment check, the rebuild command) is in plain functions at the top of this module, tested
-on CPU-only machines. ``tensorrt`` and ``cuda-python`` are imported only when an engine is opened.
+Work runs on buffer sets used in turn (``buffers``, 2 = double buffering). Each set has its own CUDA
+stream and its own execution context (TensorRT runs one context on one stream at a time), so two
+batches in flight never share a context. Two ways in:
+
+* :meth:`TrtBackend.infer` / :meth:`~TrtBackend.infer_async` / :meth:`~TrtBackend.pipeline`: float
+  NCHW batches prepared on the CPU, copied up, executed, copied down as float32.
+* :meth:`TrtBackend.restore_frames_async` (the streaming path): uint8 frames (BGR/RGB, or NV12/YUYV
+  camera frames) copied up, the CUDA pre-processing kernel of :mod:`mirnet.sdk.ops.cuda`,
+  ``execute_async_v3``, the CUDA post-processing kernel, uint8 images copied down, all enqueued on
+  the buffer set's stream. Same numbers as the CPU path (the kernels match the numpy reference).
+
+``tensorrt`` and ``cuda-python`` are imported only when an engine is opened.
 """
 from __future__ import annotations
 
 import os
-import re
-import shlex
-import sys
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
 from .. import artifact
-from ..errors import ArtifactError, EngineMismatchError, InputError, MissingDependencyError
-from .base import Backend, InputSpec
+from ..errors import ArtifactError, ConfigError, EngineMismatchError, InputError
+from .base import Backend, InputSpec, check_frames
+from .tensorrt_env import (Profile, check_engine_environment, import_tensorrt, make_logger, max_shape,
+                           numpy_dtype, output_shape, rebuild_command, runtime_environment, select_profile,
+                           shape_str, tensor_nbytes)
 
-__all__ = ["TrtBackend", "TrtFuture", "Profile", "select_profile", "tensor_nbytes", "max_shape",
-           "output_shape", "parse_version", "check_engine_environment", "rebuild_command",
-           "import_tensorrt", "runtime_environment", "make_logger", "TRT_INSTALL_HINT"]
+__all__ = ["TrtBackend", "TrtFuture"]
 
-TRT_INSTALL_HINT = (
-    "TensorRT comes with JetPack on Jetson (apt install python3-libnvinfer) and from NVIDIA's package "
-    "index on x86-64 Linux/Windows with an NVIDIA GPU and driver (pip install 'mirnet-edge[trt]'; the "
-    "`tensorrt` package fetches its wheels from https://pypi.nvidia.com, so that index must be reachable); "
-    "engines cannot be built or run without an NVIDIA GPU")
-
-SUPPORTED_TRT_MAJORS = (10, 11)
+# what the CUDA pre/post-processing kernels write and read
+_DEVICE_IO_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
 
 
-# ---------------------------------------------------------------------------- pure helpers
-def shape_str(shape: Sequence[int]) -> str:
-    """``(1, 3, 64, 64)`` -> ``"1x3x64x64"`` (the trtexec and ``--profile`` notation)."""
-    return "x".join(str(int(d)) for d in shape)
-
-
-@dataclass(frozen=True)
-class Profile:
-    """One TensorRT optimization profile for the image input: NCHW min <= opt <= max."""
-
-    min: tuple[int, ...]
-    opt: tuple[int, ...]
-    max: tuple[int, ...]
-
-    def __post_init__(self) -> None:
-        for name in ("min", "opt", "max"):
-            object.__setattr__(self, name, tuple(int(d) for d in getattr(self, name)))
-
-    def contains(self, shape: Sequence[int]) -> bool:
-        shape = tuple(int(d) for d in shape)
-        return len(shape) == len(self.min) and all(lo <= d <= hi for lo, d, hi in zip(self.min, shape, self.max))
-
-    @property
-    def spec(self) -> str:
-        """``"1x3x64x64:1x3x720x1280:1x3x1088x1920"``: what ``mirnet build-engine --profile`` takes."""
-        return ":".join(shape_str(s) for s in (self.min, self.opt, self.max))
-
-    def __str__(self) -> str:
-        return f"min {shape_str(self.min)}, opt {shape_str(self.opt)}, max {shape_str(self.max)}"
-
-    def to_dict(self) -> dict:
-        return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "Profile":
-        return cls(tuple(data["min"]), tuple(data["opt"]), tuple(data["max"]))
-
-
-def _volume(shape: Sequence[int]) -> int:
-    return int(np.prod([int(d) for d in shape], dtype=np.int64))
-
-
-def select_profile(shape: Sequence[int], profiles: Sequence[Profile]) -> int:
-    """Index of the profile whose range contains ``shape``; among several, the one with the
-    smallest max volume (tuned for sizes closest to this one). InputError lists the profiles."""
-    shape = tuple(int(d) for d in shape)
-    fits = [i for i, p in enumerate(profiles) if p.contains(shape)]
-    if not fits:
-        listing = "; ".join(f"[{i}] {p}" for i, p in enumerate(profiles)) or "none"
-        raise InputError(
-            f"input shape {shape_str(shape)} is outside every optimization profile of this engine "
-            f"({listing}). Resize or tile the input (Restorer(tile=...)), or rebuild the engine with a "
-            f"profile that covers it: mirnet build-engine MODEL.onnx -o ENGINE --profile MIN:OPT:MAX")
-    return min(fits, key=lambda i: (_volume(profiles[i].max), i))
-
-
-def max_shape(profiles: Sequence[Profile]) -> tuple[int, ...]:
-    """Element-wise maximum of the profiles' max shapes: what the I/O buffers must hold."""
-    if not profiles:
-        raise ArtifactError("engine has no optimization profile for its input")
-    return tuple(int(max(p.max[k] for p in profiles)) for k in range(len(profiles[0].max)))
-
-
-def output_shape(input_shape: Sequence[int], spec: InputSpec) -> tuple[int, ...]:
-    """N x C_out x H*scale x W*scale for an N x C x H x W input (the MIRNet I/O contract)."""
-    n, _, h, w = (int(d) for d in input_shape)
-    return (n, spec.out_channels, h * spec.scale, w * spec.scale)
-
-
-# TensorRT DataType names -> (numpy dtype name or None, bytes per element).
-_TRT_DTYPES = {"FLOAT": ("float32", 4), "HALF": ("float16", 2), "BF16": (None, 2), "INT8": ("int8", 1),
-               "UINT8": ("uint8", 1), "INT32": ("int32", 4), "INT64": ("int64", 8), "BOOL": ("bool", 1),
-               "FP8": (None, 1)}
-
-
-def dtype_itemsize(dtype) -> int:
-    """Bytes per element of a numpy dtype-like, a TensorRT DataType, or a DataType name (``"HALF"``)."""
-    if isinstance(dtype, str):
-        if dtype in _TRT_DTYPES:
-            return _TRT_DTYPES[dtype][1]
-    elif not isinstance(dtype, (np.dtype, type)) and getattr(dtype, "name", None) in _TRT_DTYPES:
-        return _TRT_DTYPES[dtype.name][1]
-    try:
-        return np.dtype(dtype).itemsize
-    except TypeError as exc:
-        raise ArtifactError(f"unsupported tensor data type {dtype!r}; supported: "
-                            f"{sorted(_TRT_DTYPES)} or numpy dtypes") from exc
-
-
-def tensor_nbytes(shape: Sequence[int], dtype) -> int:
-    """Bytes of a dense tensor of ``shape`` and ``dtype`` (numpy dtype-like or TensorRT DataType)."""
-    dims = [int(d) for d in shape]
-    if any(d < 0 for d in dims):
-        raise ArtifactError(f"tensor shape {tuple(dims)} has unresolved (-1) dimensions; cannot size a buffer")
-    return _volume(dims) * dtype_itemsize(dtype)
-
-
-def numpy_dtype(trt_dtype) -> np.dtype:
-    """numpy dtype of a TensorRT DataType (by name, so it works for any TensorRT version)."""
-    name = getattr(trt_dtype, "name", str(trt_dtype)).upper()
-    np_name = _TRT_DTYPES.get(name, (None, 0))[0]
-    if np_name is None:
-        raise ArtifactError(f"engine I/O tensor type {name} has no numpy equivalent; rebuild the engine "
-                            f"from an ONNX with float32 or float16 input and output")
-    return np.dtype(np_name)
-
-
-def parse_version(text: str | None) -> tuple[int, ...]:
-    """``"10.3.0.26"`` -> ``(10, 3, 0, 26)``; ``"10.8.0.post1"`` -> ``(10, 8, 0)``; junk -> ``()``."""
-    match = re.match(r"\s*(\d+(?:\.\d+)*)", str(text or ""))
-    return tuple(int(p) for p in match.group(1).split(".")) if match else ()
-
-
-def rebuild_command(manifest: dict, engine_path: str | os.PathLike | None = None) -> str:
-    """The ``mirnet build-engine`` command that rebuilds this engine from its source ONNX."""
-    engine = manifest.get("engine") or {}
-    source = (manifest.get("source") or {}).get("file") or "MODEL.onnx"
-    target = str(engine_path) if engine_path is not None else manifest.get("file", "MODEL.engine")
-    args = ["mirnet", "build-engine", source, "-o", target, "--force"]
-    if engine.get("fp16"):
-        args.append("--fp16")
-    if "strongly_typed" in engine and bool(engine["strongly_typed"]) != bool(engine.get("qdq", False)):
-        args.append("--strongly-typed" if engine["strongly_typed"] else "--no-strongly-typed")
-    for profile in engine.get("profiles") or []:
-        args += ["--profile", Profile.from_dict(profile).spec]
-    if engine.get("workspace_mb") is not None:
-        args += ["--workspace", str(engine["workspace_mb"])]
-    if engine.get("timing_cache"):
-        args += ["--timing-cache", str(engine["timing_cache"])]
-    if engine.get("dla_core") is not None:
-        args += ["--dla", str(engine["dla_core"])]
-    if engine.get("version_compatible"):
-        args.append("--version-compatible")
-    return shlex.join(args)
-
-
-def check_engine_environment(manifest: dict, env: dict, engine_path: str | os.PathLike | None = None, *,
-                             check_gpu_name: bool = True) -> None:
-    """Refuse an engine built for another environment, before TensorRT deserializes it.
-
-    ``env``: ``{"tensorrt": "10.3.0", "gpu_name": ..., "compute_capability": "8.7", ...}`` of this
-    machine (see :func:`runtime_environment`). Rules: the TensorRT major.minor must match, unless the
-    engine is version compatible (then this TensorRT must be the same major and not older); the
-    compute capability must match; the GPU name must match unless ``check_gpu_name=False``; a DLA
-    engine needs that DLA core here.
-    """
-    build = manifest.get("build") or {}
-    engine = manifest.get("engine") or {}
-    name = engine_path or manifest.get("file", "engine")
-    problems = []
-
-    built_v, here_v = parse_version(build.get("tensorrt")), parse_version(env.get("tensorrt"))
-    if len(built_v) < 2:
-        problems.append(f"TensorRT: the manifest records no usable TensorRT version ({build.get('tensorrt')!r}), "
-                        f"here {env.get('tensorrt')}")
-    elif len(here_v) >= 2:
-        if engine.get("version_compatible"):
-            if here_v[0] != built_v[0] or here_v[:2] < built_v[:2]:
-                problems.append(
-                    f"TensorRT: engine built with {build['tensorrt']} (version compatible), here "
-                    f"{env['tensorrt']}; a version-compatible engine runs on the same major version, "
-                    f"same or newer")
-        elif here_v[:2] != built_v[:2]:
-            problems.append(
-                f"TensorRT: engine built with {build['tensorrt']}, here {env['tensorrt']}; engines run only "
-                f"on the TensorRT major.minor that built them (unless built with --version-compatible)")
-
-    built_cc, here_cc = build.get("compute_capability"), env.get("compute_capability")
-    if built_cc is None:
-        problems.append(f"GPU: the manifest records no compute capability, here {here_cc}")
-    elif here_cc is not None and str(built_cc) != str(here_cc):
-        problems.append(
-            f"GPU compute capability: engine built for {built_cc} ({build.get('gpu_name', '?')}), here "
-            f"{here_cc} ({env.get('gpu_name', '?')}); engines hold kernels for one GPU architecture")
-    elif check_gpu_name and build.get("gpu_name") and env.get("gpu_name") \
-            and build["gpu_name"] != env["gpu_name"]:
-        problems.append(
-            f"GPU: engine built on {build['gpu_name']}, here {env['gpu_name']} (same compute capability "
-            f"{here_cc}); TensorRT tunes kernels for one GPU model, so rebuild for full speed and "
-            f"correctness, or open it with check_gpu_name=False to accept the risk")
-
-    dla = engine.get("dla_core")
-    if dla is not None and env.get("dla_cores") is not None and not int(dla) < int(env["dla_cores"]):
-        problems.append(f"DLA: engine built for DLA core {dla}, this machine has {env['dla_cores']} DLA core(s)")
-
-    if problems:
-        raise EngineMismatchError(
-            f"{name}: built for another environment than this one:\n  " + "\n  ".join(problems)
-            + f"\nRebuild it on this machine from its ONNX:\n  {rebuild_command(manifest, engine_path)}")
-
-
-# ---------------------------------------------------------------------------- TensorRT glue
-def import_tensorrt(purpose: str = "use TensorRT engines", extra: str = ""):
-    """``import tensorrt`` or MissingDependencyError saying where TensorRT comes from."""
-    try:
-        import tensorrt as trt
-    except ImportError as exc:  # also catches the PyPI stub's failure to import
-        raise MissingDependencyError(
-            f"TensorRT (Python package `tensorrt`) is needed to {purpose} but could not be imported "
-            f"({exc}). {TRT_INSTALL_HINT}." + (f"\n{extra}" if extra else "")) from exc
-    major = parse_version(getattr(trt, "__version__", ""))[:1]
-    if not major or major[0] not in SUPPORTED_TRT_MAJORS:
-        raise MissingDependencyError(
-            f"TensorRT {getattr(trt, '__version__', '?')} is installed; mirnet-edge supports TensorRT "
-            f"{' and '.join(f'{m}.x' for m in SUPPORTED_TRT_MAJORS)} (JetPack 6 ships 10.x). {TRT_INSTALL_HINT}.")
-    return trt
-
-
-_SEVERITY = {0: "INTERNAL_ERROR", 1: "ERROR", 2: "WARNING", 3: "INFO", 4: "VERBOSE"}
-
-
-def make_logger(trt, verbose: bool = False):
-    """A TensorRT logger that prints warnings (everything with ``verbose``) to stderr and keeps the
-    error messages, so failures can quote them."""
-
-    class _Logger(trt.ILogger):
-        def __init__(self):
-            trt.ILogger.__init__(self)
-            self.errors: list[str] = []
-            self.threshold = 4 if verbose else 2  # Severity: 0 internal error, 1 error, 2 warning, 3 info, 4 verbose
-
-        def log(self, severity, msg):
-            level = int(severity)
-            if level <= 1:
-                self.errors.append(str(msg))
-            if level <= self.threshold:
-                label = _SEVERITY.get(level, str(level))
-                print(f"[TensorRT] {label}: {msg}", file=sys.stderr)
-
-    return _Logger()
-
-
-def runtime_environment(trt, device: int = 0, runtime=None) -> dict:
-    """This machine as engine manifests describe it: TensorRT version, GPU name, compute capability,
-    CUDA runtime and driver versions (and DLA core count when a TensorRT runtime is given)."""
-    env = {"tensorrt": trt.__version__, **_cuda_mem().device_info(device)}
-    if runtime is not None:
-        env["dla_cores"] = int(getattr(runtime, "num_DLA_cores", 0))
-    return env
-
-
-# ---------------------------------------------------------------------------- backend
 def _cuda_mem():
     """The CUDA memory/stream module (a function so tests can substitute a CPU stand-in)."""
     from . import cuda_mem
@@ -287,31 +47,55 @@ def _cuda_mem():
     return cuda_mem
 
 
-class _Slot:
-    """One set of buffers for one in-flight batch: pinned + device input/output, a stream, an event
-    marking the end of its compute, and the CUDA graph captured for the current shape."""
+def _cuda_ops():
+    """The CUDA pre/post-processing kernels (a function so tests can substitute a CPU stand-in)."""
+    from ..ops import cuda
 
-    def __init__(self, cm, in_bytes: int, out_bytes: int):
+    return cuda
+
+
+class _Slot:
+    """One buffer set for one batch in flight: its own CUDA stream and execution context, pinned +
+    device float input/output, the uint8 frame and image buffers of the device path (allocated on
+    its first use), and the CUDA graph captured for the context's current shape."""
+
+    def __init__(self, cm, context, in_bytes: int, out_bytes: int):
+        self._cm = cm
         self._owned = []
+        self.context = context
         try:
             self.stream = self._own(cm.Stream())
             self.h_in = self._own(cm.PinnedBuffer(in_bytes))
             self.d_in = self._own(cm.DeviceBuffer(in_bytes))
             self.d_out = self._own(cm.DeviceBuffer(out_bytes))
             self.h_out = self._own(cm.PinnedBuffer(out_bytes))
-            self.compute_done = self._own(cm.Event())
         except BaseException:
-            for obj in reversed(self._owned):
-                obj.free()
+            self._free_owned()
             raise
+        self.frames = None           # (pinned, device) uint8 frames in, device path
+        self.images = None           # (device, pinned) uint8 images out, device path
+        self.profile = 0             # a new context starts on profile 0
+        self.shape = None            # input shape currently set on the context
         self.graph = None
         self.graph_key = None        # (profile, shape) the graph was captured for
         self.capture_failed = set()  # keys for which capture failed: not retried
-        self.pending: "TrtFuture | None" = None
+        self.pending: TrtFuture | None = None
 
     def _own(self, obj):
         self._owned.append(obj)
         return obj
+
+    def _free_owned(self) -> None:
+        for obj in reversed(self._owned):
+            obj.free()
+        self._owned = []
+
+    def device_io_buffers(self, frame_bytes: int, image_bytes: int) -> None:
+        """Allocate the uint8 buffers of the device path (once)."""
+        if self.frames is None:
+            cm = self._cm
+            self.frames = (self._own(cm.PinnedBuffer(frame_bytes)), self._own(cm.DeviceBuffer(frame_bytes)))
+            self.images = (self._own(cm.DeviceBuffer(image_bytes)), self._own(cm.PinnedBuffer(image_bytes)))
 
     def drop_graph(self) -> None:
         if self.graph is not None:
@@ -323,42 +107,57 @@ class _Slot:
             self.stream.synchronize()
         finally:
             self.drop_graph()
-            for obj in reversed(self._owned):
-                obj.free()
-            self._owned = []
+            self.context = None  # before the engine goes
+            self._free_owned()
 
 
 class TrtFuture:
-    """The result of :meth:`TrtBackend.infer_async`; ``result()`` waits for it and returns float32."""
+    """The result of :meth:`TrtBackend.infer_async` (float32 N x C x H x W) or of
+    :meth:`TrtBackend.restore_frames_async` (a list of uint8 H x W x 3 images); ``result()`` waits
+    for it. Results stay readable after the backend is closed."""
 
-    def __init__(self, slot: _Slot, shape: tuple[int, ...], dtype: np.dtype):
-        self._slot, self._shape, self._dtype = slot, shape, dtype
-        self._value: np.ndarray | None = None
+    def __init__(self, slot: _Slot, host, shape: tuple[int, ...], dtype: np.dtype,
+                 finish: Callable[[np.ndarray], object]):
+        self._slot, self._host, self._shape, self._dtype, self._finish = slot, host, shape, dtype, finish
+        self._value = None
 
     @property
     def shape(self) -> tuple[int, ...]:
         return self._shape
 
-    def result(self) -> np.ndarray:
-        if self._value is None:
+    def result(self):
+        if self._slot is not None:
             slot = self._slot
             slot.stream.synchronize()
-            self._value = slot.h_out.array(self._dtype, self._shape).astype(np.float32, copy=True)
+            self._value = self._finish(self._host.array(self._dtype, self._shape))  # copies out of pinned memory
             if slot.pending is self:
                 slot.pending = None
-            self._slot = None
+            self._slot = self._host = None
         return self._value
+
+
+def _as_float32(outputs: np.ndarray) -> np.ndarray:
+    return outputs.astype(np.float32, copy=True)
+
+
+def _as_images(images: np.ndarray) -> list[np.ndarray]:
+    return list(images.copy())
 
 
 class TrtBackend(Backend):
     """A TensorRT engine on one GPU.
 
-    ``device``: GPU index. ``cuda_graphs``: after the first run of a given input shape, capture the
-    engine's work in a CUDA graph and replay it for later runs of that shape (falls back to plain
-    execution when capture fails). ``buffers``: sets of I/O buffers and streams used in turn by
-    :meth:`infer_async`/:meth:`pipeline` (2 = double buffering: one batch's copies overlap the
-    other's compute). ``check_gpu_name``: refuse an engine built on another GPU model with the same
-    compute capability. Not thread-safe: use one backend per thread.
+    ``device``: GPU index. ``cuda_graphs``: after the first run of a given input shape on a buffer
+    set, capture the engine's work in a CUDA graph and replay it for later runs of that shape (falls
+    back to plain execution when capture fails). ``buffers``: sets of I/O buffers used in turn by
+    :meth:`infer_async`, :meth:`pipeline` and :meth:`restore_frames_async`, each with its own CUDA
+    stream and execution context (2 = double buffering: one batch's copies and pre/post-processing
+    overlap the other's compute; each set holds its own activation memory). ``check_gpu_name``:
+    refuse an engine built on another GPU model with the same compute capability. Not thread-safe:
+    use one backend per thread.
+
+    ``supports_device_io`` is True when :meth:`restore_frames_async` can run: the engine takes and
+    returns 3-channel float32/float16 tensors and ``mirnet.sdk._ext`` has usable CUDA kernels.
     """
 
     name = "tensorrt"
@@ -367,7 +166,7 @@ class TrtBackend(Backend):
                  buffers: int = 2, check_gpu_name: bool = True, verbose: bool = False):
         self._closed = True
         self._slots: list[_Slot] = []
-        self._context = self._engine = self._runtime = None
+        self._engine = self._runtime = None
         if buffers < 1:
             raise InputError(f"buffers={buffers}: need at least 1 set of I/O buffers")
         self.path = Path(path)
@@ -421,45 +220,83 @@ class TrtBackend(Backend):
         self._in_dtype = numpy_dtype(engine.get_tensor_dtype(spec.input_name))
         self._out_dtype = numpy_dtype(engine.get_tensor_dtype(spec.output_name))
         self.max_input_shape = max_shape(self.profiles)
+        max_out = output_shape(self.max_input_shape, spec)
         in_bytes = tensor_nbytes(self.max_input_shape, self._in_dtype)
-        out_bytes = tensor_nbytes(output_shape(self.max_input_shape, spec), self._out_dtype)
+        out_bytes = tensor_nbytes(max_out, self._out_dtype)
+        # device path: unpadded uint8 frames (3 bytes a pixel at most: BGR; NV12 1.5, YUYV 2) and images
+        n, _, h, w = self.max_input_shape
+        self._frame_bytes = n * h * w * 3
+        self._image_bytes = max_out[0] * max_out[2] * max_out[3] * 3
+        self._ops = _cuda_ops()
+        self.supports_device_io, self._device_io_problem = self._device_io_check()
 
-        self._context = engine.create_execution_context()
-        if self._context is None:
-            raise self._cm.CudaError(
-                f"{self.path}: TensorRT could not create an execution context (usually out of GPU "
-                f"memory); free GPU memory or rebuild with a smaller max profile")
-        for _ in range(buffers):
-            self._slots.append(_Slot(self._cm, in_bytes, out_bytes))
+        for k in range(buffers):
+            context = engine.create_execution_context()
+            if context is None:
+                raise self._cm.CudaError(
+                    f"{self.path}: TensorRT could not create execution context {k + 1} of {buffers} (usually "
+                    f"out of GPU memory: each buffer set has its own context and activation memory); free GPU "
+                    f"memory, open the engine with fewer buffers, or rebuild with a smaller max profile")
+            self._slots.append(_Slot(self._cm, context, in_bytes, out_bytes))
         self._next = 0
-        self._profile = 0        # the context starts on profile 0
-        self._shape = None       # input shape currently set on the context
-        self._last_compute = None  # event of the most recent compute: the context is shared
+
+    def _device_io_check(self) -> tuple[bool, str]:
+        """(usable, why not) for :meth:`restore_frames_async`."""
+        spec = self.input_spec
+        if (spec.channels, spec.out_channels) != (3, 3):
+            return False, (f"this engine takes {spec.channels} and returns {spec.out_channels} channels; the "
+                           f"device path handles 3-channel images (use infer() with your own pre/post-processing)")
+        if self._in_dtype not in _DEVICE_IO_DTYPES or self._out_dtype not in _DEVICE_IO_DTYPES:
+            return False, (f"this engine's input is {self._in_dtype} and output {self._out_dtype}; the CUDA "
+                           f"pre/post-processing kernels read and write float32 or float16 (rebuild the engine "
+                           f"from an ONNX with float32 I/O, or use infer())")
+        if not self._ops.available():
+            return False, (f"the CUDA pre/post-processing kernels are not usable here "
+                           f"({self._ops.info().get('error', 'unknown reason')}); frames are prepared on the "
+                           f"CPU instead (Restorer.restore_batch), or rebuild mirnet.sdk._ext with a CUDA "
+                           f"toolkit: pip install -e .")
+        return True, ""
 
     # ------------------------------------------------------------------ inference
     def _check_open(self) -> None:
-        if self._closed or self._context is None:
+        if self._closed or not self._slots:
             raise InputError("this TensorRT backend is closed")
 
-    def _set_shape(self, profile: int, shape: tuple[int, ...], slot: _Slot) -> None:
-        """Point the (shared) context at ``profile`` and ``shape``; waits for all in-flight work first."""
-        for other in self._slots:
-            other.stream.synchronize()
-            other.drop_graph()
-        name = self.input_spec.input_name
-        self._shape = None  # unknown until TensorRT accepts the new one
-        if profile != self._profile:
-            if not self._context.set_optimization_profile_async(profile, slot.stream.handle):
-                raise InputError(f"TensorRT refused optimization profile {profile} ({self.profiles[profile]})")
+    def _acquire(self, shape: tuple[int, ...]) -> tuple[_Slot, int, tuple[int, ...]]:
+        """The next buffer set, idle, its context set to ``shape``: (slot, profile, output shape)."""
+        profile = select_profile(shape, self.profiles)
+        slot = self._slots[self._next]
+        self._next = (self._next + 1) % len(self._slots)
+        if slot.pending is not None:
+            slot.pending.result()  # frees this slot's pinned output for reuse
+        slot.stream.synchronize()
+        if (profile, shape) != (slot.profile, slot.shape):
+            self._set_shape(slot, profile, shape)
+        out_shape = tuple(int(d) for d in slot.context.get_tensor_shape(self.input_spec.output_name))
+        if any(d < 0 for d in out_shape) or tensor_nbytes(out_shape, self._out_dtype) > slot.d_out.nbytes:
+            raise ArtifactError(f"{self.path}: engine output shape {out_shape} for input {shape_str(shape)} does "
+                                f"not fit the buffers sized from its profiles; rebuild the engine")
+        return slot, profile, out_shape
+
+    def _set_shape(self, slot: _Slot, profile: int, shape: tuple[int, ...]) -> None:
+        """Point ``slot``'s own context at ``profile`` and ``shape`` (the slot is idle)."""
+        slot.drop_graph()
+        slot.shape = None  # unknown until TensorRT accepts the new one
+        if profile != slot.profile:
+            if not slot.context.set_optimization_profile_async(profile, slot.stream.handle):
+                raise InputError(
+                    f"TensorRT refused optimization profile {profile} ({self.profiles[profile]}) for this "
+                    f"buffer set's execution context; if another context holds that profile, open the engine "
+                    f"with buffers=1 or rebuild it with one profile per buffer set")
             slot.stream.synchronize()
-            self._profile = profile
-        if not self._context.set_input_shape(name, shape):
+            slot.profile = profile
+        if not slot.context.set_input_shape(self.input_spec.input_name, shape):
             raise InputError(f"TensorRT refused input shape {shape_str(shape)} for profile {profile} "
                              f"({self.profiles[profile]})")
-        self._shape = shape
+        slot.shape = shape
 
     def _execute(self, slot: _Slot) -> None:
-        ctx, spec = self._context, self.input_spec
+        ctx, spec = slot.context, self.input_spec
         ctx.set_tensor_address(spec.input_name, slot.d_in.ptr)
         ctx.set_tensor_address(spec.output_name, slot.d_out.ptr)
         if not ctx.execute_async_v3(slot.stream.handle):
@@ -475,7 +312,7 @@ class TrtBackend(Backend):
             # The first run of this shape on this slot has been enqueued (TensorRT did its deferred
             # per-shape work), so capture the same execution as a graph to replay from the next run
             # on. Capture records work, it does not run it: this run's output comes from _execute.
-            ctx, handle = self._context, slot.stream.handle
+            ctx, handle = slot.context, slot.stream.handle
             graph = self._cm.CudaGraph.capture(slot.stream, lambda: ctx.execute_async_v3(handle))
             if graph is None:
                 slot.capture_failed.add(key)
@@ -488,31 +325,13 @@ class TrtBackend(Backend):
         self._check_open()
         self.input_spec.check(batch)
         shape = tuple(int(d) for d in batch.shape)
-        profile = select_profile(shape, self.profiles)
-        slot = self._slots[self._next]
-        self._next = (self._next + 1) % len(self._slots)
-        if slot.pending is not None:
-            slot.pending.result()  # frees this slot's pinned output for reuse
-        slot.stream.synchronize()
-
-        if (profile, shape) != (self._profile, self._shape):
-            self._set_shape(profile, shape, slot)
-        out_shape = tuple(int(d) for d in self._context.get_tensor_shape(self.input_spec.output_name))
-        if tensor_nbytes(out_shape, self._out_dtype) > slot.d_out.nbytes or any(d < 0 for d in out_shape):
-            raise ArtifactError(f"{self.path}: engine output shape {out_shape} for input {shape_str(shape)} does "
-                                f"not fit the buffers sized from its profiles; rebuild the engine")
-
+        slot, profile, out_shape = self._acquire(shape)
         cm = self._cm
-        in_bytes = tensor_nbytes(shape, self._in_dtype)
         np.copyto(slot.h_in.array(self._in_dtype, shape), batch, casting="unsafe")
-        cm.memcpy_htod_async(slot.d_in, slot.h_in, in_bytes, slot.stream)
-        if self._last_compute is not None and self._last_compute is not slot.compute_done:
-            slot.stream.wait(self._last_compute)  # one context: computes must not overlap
+        cm.memcpy_htod_async(slot.d_in, slot.h_in, tensor_nbytes(shape, self._in_dtype), slot.stream)
         self._compute(slot, (profile, shape))
-        slot.compute_done.record(slot.stream)
-        self._last_compute = slot.compute_done
         cm.memcpy_dtoh_async(slot.h_out, slot.d_out, tensor_nbytes(out_shape, self._out_dtype), slot.stream)
-        slot.pending = TrtFuture(slot, out_shape, self._out_dtype)
+        slot.pending = TrtFuture(slot, slot.h_out, out_shape, self._out_dtype, _as_float32)
         return slot.pending
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
@@ -529,6 +348,54 @@ class TrtBackend(Backend):
             previous = current
         if previous is not None:
             yield previous.result()
+
+    def restore_frames_async(self, frames: Sequence[np.ndarray], order: str = "bgr", *,
+                             camera: str | None = None) -> TrtFuture:
+        """Restore uint8 ``frames`` of one shape on the GPU and return at once; the future's
+        ``result()`` is the list of restored uint8 H*scale x W*scale x 3 images in ``order``.
+
+        ``frames``: H x W x 3 images in ``order`` (``"bgr"`` or ``"rgb"``), or with ``camera``
+        ``"nv12"`` (H*3/2 x W) or ``"yuyv"`` (H x W x 2) camera frames. On the next buffer set's
+        stream: upload, CUDA pre-processing (to the engine's input type, reflect-padded), the engine,
+        CUDA post-processing (crop, clamp, round), download; the same numbers as
+        ``Restorer.restore_batch`` with this engine.
+        """
+        self._check_open()
+        if not self.supports_device_io:
+            raise ConfigError(f"{self.path}: restore_frames_async is not available: {self._device_io_problem}")
+        n, h, w = check_frames(frames, order, camera)
+        spec, ops = self.input_spec, self._ops
+        m, s = spec.pad_multiple, spec.scale
+        hp, wp = -(-h // m) * m, -(-w // m) * m
+        shape = (n, 3, hp, wp)
+        slot, profile, out_shape = self._acquire(shape)
+        slot.device_io_buffers(self._frame_bytes, self._image_bytes)
+        (h_frames, d_frames), (d_images, h_images) = slot.frames, slot.images
+        cm, stream = self._cm, slot.stream.handle
+
+        frame_shape = frames[0].shape
+        stack = h_frames.array(np.uint8, (n, *frame_shape))
+        for i, frame in enumerate(frames):
+            stack[i] = frame
+        cm.memcpy_htod_async(d_frames, h_frames, stack.nbytes, slot.stream)
+        in_type = self._in_dtype.name
+        if camera is None:
+            ops.preprocess_device(d_frames.ptr, slot.d_in.ptr, n, h, w, src_dtype="uint8", order=order,
+                                  multiple=m, dst_dtype=in_type, stream=stream)
+        else:
+            kernel = ops.preprocess_nv12_device if camera == "nv12" else ops.preprocess_yuyv_device
+            frame_bytes, tensor_bytes = stack[0].nbytes, tensor_nbytes((3, hp, wp), self._in_dtype)
+            for i in range(n):
+                kernel(d_frames.ptr + i * frame_bytes, slot.d_in.ptr + i * tensor_bytes, h, w, multiple=m,
+                       dst_dtype=in_type, stream=stream)
+        self._compute(slot, (profile, shape))
+        out_hw = (h * s, w * s)
+        ops.postprocess_device(slot.d_out.ptr, d_images.ptr, n, out_shape[2], out_shape[3], out_hw,
+                               src_dtype=self._out_dtype.name, order=order, dst_dtype="uint8", stream=stream)
+        images = (n, *out_hw, 3)
+        cm.memcpy_dtoh_async(h_images, d_images, tensor_nbytes(images, np.uint8), slot.stream)
+        slot.pending = TrtFuture(slot, h_images, images, np.dtype(np.uint8), _as_images)
+        return slot.pending
 
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:
@@ -547,8 +414,7 @@ class TrtBackend(Backend):
                 slot.free()
             except Exception as exc:
                 errors.append(exc)
-        self._slots = []
-        self._context = None  # context before engine before runtime
+        self._slots = []  # contexts before engine before runtime
         self._engine = None
         self._runtime = None
         if errors:

@@ -13,6 +13,12 @@ A frame whose size or format differs from the previous one re-initialises the pi
 (batches are split at the change, the network runs at the new size) and is reported once per
 change (log warning, ``stats["events"]``, ``stats["size_changes"]``); video and network sinks,
 which keep one size, scale such frames to their size and say so.
+
+When the backend has a device path (``supports_device_io``: a TensorRT engine, PyTorch on CUDA),
+uint8 colour frames skip the CPU preprocess and postprocess work: the infer stage hands them to
+``backend.restore_frames_async`` (upload, pre-processing, network, post-processing, download next
+to the network) and keeps one batch in flight while the next is submitted. Gray, alpha, 16-bit and
+float frames, and frames the Restorer tiles, take the CPU path.
 """
 from __future__ import annotations
 
@@ -21,7 +27,6 @@ import os
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import TextIO
 
@@ -29,8 +34,10 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..zoo import DEFAULT_MODEL
+from .queue import EMPTY, END, BoundedQueue
+from .registry import open_source
 from .sinks import Sink, open_sink, to_bgr8
-from .sources import Frame, Reconnect, Source, open_source
+from .source import Frame, Reconnect, Source
 from .stats import StreamStats, serve_prometheus
 
 log = logging.getLogger("mirnet.stream")
@@ -40,15 +47,6 @@ __all__ = ["Stream", "POLICIES", "describe_image", "side_by_side"]
 POLICIES = ("latest", "block")
 
 
-class _End:
-    def __repr__(self) -> str:
-        return "<end>"
-
-
-_END = _End()
-_EMPTY = object()
-
-
 class _Item:
     __slots__ = ("frame", "prepared", "output", "image", "timings")
 
@@ -56,42 +54,6 @@ class _Item:
         self.frame = frame
         self.prepared = self.output = self.image = None
         self.timings = {"capture": frame.grab_s}
-
-
-class _Queue:
-    """A bounded queue. ``leaky``: a put into a full queue drops the oldest item (``on_drop``);
-    otherwise put waits, giving up when ``abort`` is set. The end marker is never dropped."""
-
-    def __init__(self, maxsize: int, leaky: bool, abort: threading.Event, on_drop: Callable[[], None]):
-        self.maxsize, self.leaky, self.abort, self.on_drop = max(1, maxsize), leaky, abort, on_drop
-        self._q: deque = deque()
-        self._cond = threading.Condition()
-
-    def put(self, item) -> None:
-        with self._cond:
-            if item is not _END:
-                while len(self._q) >= self.maxsize:
-                    if self.leaky and self._q[0] is not _END:
-                        self._q.popleft()
-                        self.on_drop()
-                    elif self.abort.is_set():
-                        return
-                    else:
-                        self._cond.wait(0.1)
-            self._q.append(item)
-            self._cond.notify_all()
-
-    def get(self, timeout: float | None = None):
-        with self._cond:
-            if not self._q:
-                if timeout == 0:
-                    return _EMPTY
-                self._cond.wait_for(lambda: self._q, timeout)
-                if not self._q:
-                    return _EMPTY
-            item = self._q.popleft()
-            self._cond.notify_all()
-            return item
 
 
 def describe_image(image: np.ndarray) -> str:
@@ -117,7 +79,7 @@ def side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
 class Stream:
     """Restore a live or recorded stream frame by frame.
 
-    ``source``: a URI or path (see :mod:`mirnet.sdk.stream.sources`), a camera index, a
+    ``source``: a URI or path (see :mod:`mirnet.sdk.stream.registry`), a camera index, a
     :class:`Source`, or any iterable of images. ``sink``: a URI or path (see
     :mod:`mirnet.sdk.stream.sinks`), a :class:`Sink`, a callable ``fn(image, frame)``, or None
     (discard). ``model``: a bundled name, a model file, an opened Backend, or a
@@ -196,7 +158,7 @@ class Stream:
         if not drain:
             self._abort.set()
 
-    def _capture(self, source: Source, out: _Queue) -> None:
+    def _capture(self, source: Source, out: BoundedQueue) -> None:
         prev = None
         n = 0
         try:
@@ -224,13 +186,13 @@ class Stream:
         except BaseException as exc:
             self._fail(exc, drain=True)
         finally:
-            out.put(_END)
+            out.put(END)
 
-    def _worker(self, inq: _Queue, outq: _Queue, fn: Callable[[_Item], None]) -> None:
+    def _worker(self, inq: BoundedQueue, outq: BoundedQueue, fn: Callable[[_Item], None]) -> None:
         try:
             while True:
                 item = inq.get()
-                if item is _END:
+                if item is END:
                     break
                 if self._abort.is_set():
                     continue
@@ -238,60 +200,102 @@ class Stream:
                 outq.put(item)
         except BaseException as exc:
             self._fail(exc)
-            while inq.get() is not _END:  # let upstream finish
+            while inq.get() is not END:  # let upstream finish
                 pass
         finally:
-            outq.put(_END)
+            outq.put(END)
+
+    def _on_device(self, image: np.ndarray) -> bool:
+        """Whether ``image`` takes the backend's device path (pre/post-processing next to the network:
+        TensorRT or PyTorch on a GPU): uint8 H x W x 3 frames the Restorer would not tile. Other
+        kinds (gray, alpha, 16-bit, float) are prepared and finished on the CPU."""
+        if not self._device_io or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            return False
+        m = self._restorer.spec.pad_multiple
+        h, w = image.shape[:2]
+        return self._restorer.tile_for(-(-h // m) * m, -(-w // m) * m) is None
 
     def _preprocess(self, item: _Item) -> None:
         t0 = time.perf_counter()
-        item.prepared = self._restorer.prepare(item.frame.image, order=self.order)
+        if not self._on_device(item.frame.image):  # device frames stay uint8 (prepared is None)
+            item.prepared = self._restorer.prepare(item.frame.image, order=self.order)
         item.timings["preprocess"] = time.perf_counter() - t0
 
     def _postprocess(self, item: _Item) -> None:
         t0 = time.perf_counter()
-        out = self._restorer.finish(item.prepared, item.output)
+        out = item.output if item.prepared is None else self._restorer.finish(item.prepared, item.output)
         item.image = side_by_side(item.frame.image, out) if self.side_by_side else out
         item.prepared = item.output = None
         item.timings["postprocess"] = time.perf_counter() - t0
 
-    def _infer(self, inq: _Queue, outq: _Queue, policy: str) -> None:
+    def _infer(self, inq: BoundedQueue, outq: BoundedQueue, policy: str) -> None:
+        """Batches frames of one shape; device batches (see :meth:`_on_device`) are submitted to the
+        backend asynchronously and handed on one batch later, so the next batch's upload and
+        pre-processing overlap this one's compute; the batch in flight is handed on at once when
+        nothing else is waiting."""
         pending = None
+        in_flight = None  # (future, items, start) of the device batch running on the backend
         try:
             while True:
-                first = pending if pending is not None else inq.get()
-                pending = None
-                if first is _END:
+                if pending is not None:
+                    first, pending = pending, None
+                else:
+                    first = inq.get(timeout=None if in_flight is None else 0)
+                if first is EMPTY:
+                    self._hand_on(in_flight, outq)
+                    in_flight = None
+                    continue
+                if first is END:
+                    self._hand_on(in_flight, outq)
+                    in_flight = None
                     break
                 if self._abort.is_set():
                     continue
                 batch = [first]
-                shape = first.prepared.tensor.shape
+                key = _batch_key(first)
                 while len(batch) < self.batch:
                     nxt = inq.get(timeout=None if policy == "block" else 0)
-                    if nxt is _EMPTY:
+                    if nxt is EMPTY:
                         break
-                    if nxt is _END or nxt.prepared.tensor.shape != shape:
+                    if nxt is END or _batch_key(nxt) != key:
                         pending = nxt
                         break
                     batch.append(nxt)
+                if first.prepared is None:
+                    t0 = time.perf_counter()
+                    future = self._restorer.backend.restore_frames_async(
+                        [it.frame.image for it in batch], order=self.order)
+                    self._hand_on(in_flight, outq)
+                    in_flight = (future, batch, t0)
+                    continue
+                self._hand_on(in_flight, outq)
+                in_flight = None
                 x = batch[0].prepared.tensor if len(batch) == 1 else np.concatenate(
                     [it.prepared.tensor for it in batch])
                 t0 = time.perf_counter()
                 y = self._restorer.infer_tensor(x)
-                dt = time.perf_counter() - t0
-                with self._stats.lock:
-                    self._stats.batches += 1
-                for j, it in enumerate(batch):
-                    it.output = y[j]
-                    it.timings["infer"] = dt
-                    outq.put(it)
+                self._emit(batch, y, time.perf_counter() - t0, outq)
         except BaseException as exc:
             self._fail(exc)
-            while pending is not _END and inq.get() is not _END:
+            while pending is not END and inq.get() is not END:
                 pending = None
         finally:
-            outq.put(_END)
+            outq.put(END)
+
+    def _hand_on(self, in_flight: tuple | None, outq: BoundedQueue) -> None:
+        """Wait for the device batch ``in_flight`` (if any) and pass its images on."""
+        if in_flight is not None:
+            future, batch, t0 = in_flight
+            images = future.result()
+            self._emit(batch, images, time.perf_counter() - t0, outq)
+
+    def _emit(self, batch: list[_Item], outputs, seconds: float, outq: BoundedQueue) -> None:
+        with self._stats.lock:
+            self._stats.batches += 1
+        for it, out in zip(batch, outputs, strict=True):
+            it.output = out
+            it.timings["infer"] = seconds
+            outq.put(it)
 
     # ------------------------------------------------------------------ run
     def _open_restorer(self):
@@ -320,6 +324,7 @@ class Stream:
             sink = open_sink(self.sink_spec, fps=self.fps)
             restorer, own_restorer = self._open_restorer()
             self._restorer = restorer
+            self._device_io = restorer.backend.supports_device_io
             source = open_source(self.source_spec, reconnect=self.reconnect,
                                  drop=self.policy != "block", buffer=max(1, self.batch))
             policy = self.policy or ("latest" if source.live else "block")
@@ -344,10 +349,11 @@ class Stream:
             leaky = policy == "latest"
             size = self.queue_size or (self.batch if leaky else self.batch + 1)
             drop = stats.drop
-            q_pre = _Queue(size, leaky, self._abort, drop)
-            q_inf = _Queue(max(size, self.batch if leaky else 2 * self.batch), leaky, self._abort, drop)
-            q_post = _Queue(max(size, self.batch), False, self._abort, drop)
-            q_sink = _Queue(size, False, self._abort, drop)
+            q_pre = BoundedQueue(size, leaky=leaky, abort=self._abort, on_drop=drop)
+            q_inf = BoundedQueue(max(size, self.batch if leaky else 2 * self.batch), leaky=leaky, abort=self._abort,
+                           on_drop=drop)
+            q_post = BoundedQueue(max(size, self.batch), leaky=False, abort=self._abort)
+            q_sink = BoundedQueue(size, leaky=False, abort=self._abort)
             threads = [
                 threading.Thread(target=self._capture, args=(source, q_pre), name="stream capture"),
                 threading.Thread(target=self._worker, args=(q_pre, q_inf, self._preprocess),
@@ -408,7 +414,7 @@ class Stream:
         except BaseException as exc:
             self._fail(exc)
 
-    def _sink_loop(self, sink: Sink, inq: _Queue) -> bool:
+    def _sink_loop(self, sink: Sink, inq: BoundedQueue) -> bool:
         stats = self._stats
         status_every = 0.5 if self._status_tty() else 5.0
         next_json = time.monotonic()
@@ -424,9 +430,9 @@ class Stream:
                     self._report()
                     next_status = now + status_every
                 item = inq.get(timeout=0.1)
-                if item is _EMPTY:
+                if item is EMPTY:
                     continue
-                if item is _END:
+                if item is END:
                     break
                 if self._abort.is_set():
                     continue
@@ -468,6 +474,13 @@ class Stream:
         elif not final:
             stream.write(line + "\n")
         stream.flush()
+
+
+def _batch_key(item: _Item) -> tuple:
+    """Items of one key form one batch: the prepared tensor's shape, or a device frame's shape."""
+    if item.prepared is None:
+        return ("device", *item.frame.image.shape)
+    return item.prepared.tensor.shape
 
 
 def _model_name(model, restorer) -> str:

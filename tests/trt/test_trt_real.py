@@ -13,7 +13,8 @@ except Exception as exc:  # ImportError, or the PyPI stub failing to fetch the r
                 f"10.x/11.x and an NVIDIA GPU (JetPack, or pip install 'mirnet-edge[trt]')", allow_module_level=True)
 
 from mirnet.sdk import Restorer, artifact
-from mirnet.sdk.backends.tensorrt import TrtBackend, parse_version
+from mirnet.sdk.backends.tensorrt import TrtBackend
+from mirnet.sdk.backends.tensorrt_env import parse_version
 from mirnet.sdk.errors import ArtifactError, EngineMismatchError
 
 pytestmark = [pytest.mark.trt, pytest.mark.gpu]
