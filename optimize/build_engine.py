@@ -14,19 +14,19 @@ import inspect
 import os
 import shlex
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
 from mirnet.sdk import artifact
 from mirnet.sdk.backends import ENGINE_SUFFIXES
-from mirnet.sdk.backends.tensorrt import (Profile, import_tensorrt, make_logger, parse_version,
-                                          runtime_environment, shape_str)
+from mirnet.sdk.backends.tensorrt_env import (Profile, import_tensorrt, make_logger, parse_version,
+                                              runtime_environment, shape_str)
 from mirnet.sdk.errors import ArtifactError, ConfigError, MirnetError, MissingDependencyError
 
 __all__ = ["build_engine", "prepare_build", "run_build", "BuildRequest", "BuildPlan", "parse_profile",
            "default_profiles", "resolve_profiles", "plan_build", "trtexec_command", "format_parser_errors",
-           "onnx_has_qdq", "engine_manifest_fields", "write_engine_manifest", "run_quality_gate"]
+           "onnx_has_qdq", "engine_manifest_fields", "engine_manifest", "run_quality_gate"]
 
 # Default profile (H, W before rounding up to the model's pad multiple): small tiles to 1080p.
 DEFAULT_MIN_HW = (64, 64)
@@ -308,36 +308,45 @@ def engine_manifest_fields(*, plan: BuildPlan, profiles: Sequence[Profile], env:
     }
 
 
-def write_engine_manifest(engine_path: str | os.PathLike, onnx_path: str | os.PathLike, onnx_manifest: dict,
-                          plan: BuildPlan, fields: dict) -> Path:
-    """Write ``ENGINE.json``: the ONNX's config, variant and I/O (plus its other provenance such as
-    pruning or quantization records), the engine precision, the source ONNX sha256 and ``fields``."""
+def engine_manifest(onnx_path: str | os.PathLike, onnx_manifest: dict, plan: BuildPlan, fields: dict) -> dict:
+    """The engine manifest's description (``ArtifactWriter.describe`` arguments): the ONNX's config,
+    variant and I/O (plus its other provenance such as pruning or quantization records), the engine
+    precision, the source ONNX (its sha256 is recorded) and ``fields``."""
     carried = {k: v for k, v in onnx_manifest.items() if k not in _RESERVED}
-    manifest = artifact.make_manifest(
-        engine_path, kind="engine", config=onnx_manifest["config"], precision=plan.precision,
-        variant=onnx_manifest.get("variant"), io=onnx_manifest["io"], source=onnx_path,
-        **{**carried, "opset": onnx_manifest.get("opset"), **fields})
-    return artifact.write_manifest(engine_path, manifest)
+    return dict(kind="engine", config=onnx_manifest["config"], precision=plan.precision,
+                variant=onnx_manifest.get("variant"), io=onnx_manifest["io"], source=onnx_path,
+                **{**carried, "opset": onnx_manifest.get("opset"), **fields})
 
 
 # ---------------------------------------------------------------------------- the build
 @dataclass
 class BuildRequest:
-    """Everything decided before TensorRT is imported (see :func:`prepare_build`)."""
+    """Everything decided before TensorRT is imported (see :func:`prepare_build`). ``plan`` and
+    ``trtexec`` are made together by :meth:`planned` from ``options`` (the :func:`plan_build`
+    arguments) for TensorRT major version ``trt_major`` (None: not known yet), so the command line
+    always describes the engine the plan builds."""
 
     onnx_path: Path
     out_path: Path
     onnx_manifest: dict
     profiles: list[Profile]
-    plan: BuildPlan
     input_name: str
-    trtexec: str
+    options: dict
+    plan: BuildPlan | None = None
+    trtexec: str | None = None
+    trt_major: int | None = None
     timing_cache: Path | None = None
     min_psnr_db: float | None = None
     gate_data: Path | None = None
     verbose: bool = False
     device: int = 0
-    options: dict = field(default_factory=dict)
+
+    def planned(self, trt_major: int | None) -> "BuildRequest":
+        """This request with the plan and its ``trtexec`` line for TensorRT ``trt_major``."""
+        plan = plan_build(**self.options, trt_major=trt_major)
+        command = trtexec_command(self.onnx_path, self.out_path, input_name=self.input_name, profiles=self.profiles,
+                                  plan=plan, timing_cache=self.timing_cache)
+        return replace(self, plan=plan, trtexec=command, trt_major=trt_major)
 
 
 def prepare_build(onnx_path: str | os.PathLike, out_path: str | os.PathLike, *, fp16: bool = False,
@@ -361,19 +370,15 @@ def prepare_build(onnx_path: str | os.PathLike, out_path: str | os.PathLike, *, 
     if min_psnr_db is not None and gate_data is None:
         raise ConfigError(f"--min-psnr-db {min_psnr_db}: the quality gate needs --data DIR (frames to compare "
                           f"the engine with the ONNX on)")
-    resolved = resolve_profiles(profiles, channels=channels, pad_multiple=pad_multiple)
-    plan = plan_build(fp16=fp16, strongly_typed=strongly_typed, has_qdq=onnx_has_qdq(onnx_path), dla_core=dla_core,
-                      version_compatible=version_compatible, workspace_mb=workspace_mb,
-                      onnx_precision=onnx_manifest.get("precision", "fp32"))
-    cache = None if timing_cache is None else Path(timing_cache)
-    command = trtexec_command(onnx_path, out_path, input_name=input_name, profiles=resolved, plan=plan,
-                              timing_cache=cache)
-    return BuildRequest(onnx_path=onnx_path, out_path=out_path, onnx_manifest=onnx_manifest, profiles=resolved,
-                        plan=plan, input_name=input_name, trtexec=command, timing_cache=cache,
-                        min_psnr_db=min_psnr_db, gate_data=None if gate_data is None else Path(gate_data),
-                        verbose=verbose, device=device,
-                        options=dict(fp16=fp16, strongly_typed=strongly_typed, dla_core=dla_core,
-                                     version_compatible=version_compatible, workspace_mb=workspace_mb))
+    options = dict(fp16=fp16, strongly_typed=strongly_typed, has_qdq=onnx_has_qdq(onnx_path), dla_core=dla_core,
+                   version_compatible=version_compatible, workspace_mb=workspace_mb,
+                   onnx_precision=onnx_manifest.get("precision", "fp32"))
+    request = BuildRequest(
+        onnx_path=onnx_path, out_path=out_path, onnx_manifest=onnx_manifest,
+        profiles=resolve_profiles(profiles, channels=channels, pad_multiple=pad_multiple), input_name=input_name,
+        options=options, timing_cache=None if timing_cache is None else Path(timing_cache), min_psnr_db=min_psnr_db,
+        gate_data=None if gate_data is None else Path(gate_data), verbose=verbose, device=device)
+    return request.planned(None)
 
 
 def _serialized_bytes(blob) -> bytes:
@@ -382,12 +387,16 @@ def _serialized_bytes(blob) -> bytes:
 
 def run_build(request: BuildRequest) -> Path:
     """Build and write the engine (atomically), its manifest and the timing cache, then run the
-    quality gate when asked. This is the only part that needs TensorRT and a GPU."""
+    quality gate when asked. This is the only part that needs TensorRT and a GPU. When the installed
+    TensorRT's major version changes the plan (TensorRT 11 builds every network strongly typed), the
+    request is planned again for it, so the builder, the ``trtexec`` line in the manifest and the
+    error messages all follow one plan."""
     trt = import_tensorrt("build TensorRT engines", extra=(
         f"Where TensorRT is installed, the same engine can be built with:\n  {request.trtexec}"))
     trt_major = parse_version(trt.__version__)[0]
-    plan = plan_build(**request.options, has_qdq=request.plan.qdq,
-                      onnx_precision=request.onnx_manifest.get("precision", "fp32"), trt_major=trt_major)
+    if request.trt_major != trt_major:
+        request = request.planned(trt_major)
+    plan = request.plan
     logger = make_logger(trt, request.verbose)
     env = runtime_environment(trt, request.device)
 
@@ -430,15 +439,15 @@ def run_build(request: BuildRequest) -> Path:
         raise ArtifactError(
             f"TensorRT could not build an engine from {onnx_path}:\n  {detail}\nIf it ran out of memory, "
             f"lower the max profile or raise --workspace; the trtexec equivalent is:\n  {request.trtexec}")
-    out = request.out_path
-    out.parent.mkdir(parents=True, exist_ok=True)
-    artifact.atomic_write_bytes(out, _serialized_bytes(serialized))
+    fields = engine_manifest_fields(plan=plan, profiles=request.profiles, env=env, input_name=request.input_name,
+                                    trtexec=request.trtexec, timing_cache=cache_path)
+    with artifact.writer(request.out_path, force=True) as w:
+        w.tmp.write_bytes(_serialized_bytes(serialized))
+        w.describe(**engine_manifest(onnx_path, request.onnx_manifest, plan, fields))
+    out = w.path
     if cache_path is not None:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         artifact.atomic_write_bytes(cache_path, _serialized_bytes(config.get_timing_cache().serialize()))
-    fields = engine_manifest_fields(plan=plan, profiles=request.profiles, env=env, input_name=request.input_name,
-                                    trtexec=request.trtexec, timing_cache=cache_path)
-    write_engine_manifest(out, onnx_path, request.onnx_manifest, plan, fields)
     if request.min_psnr_db is not None:
         gate = run_quality_gate(out, onnx_path, min_psnr_db=request.min_psnr_db, data=request.gate_data)
         manifest = artifact.read_manifest(out, kind="engine")

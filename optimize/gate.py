@@ -47,35 +47,8 @@ SUGGEST_LAYERS = 3
 
 
 # ---------------------------------------------------------------------------------------------
-# Frames (torch-free: OpenCV + numpy)
+# Frames and scores (the torch-free foundation: mirnet.sdk.media, .evalsets, .ops, .metrics)
 # ---------------------------------------------------------------------------------------------
-
-def _to_rgb_float(image: np.ndarray) -> np.ndarray:
-    if image.dtype == np.uint8:
-        scale = 255.0
-    elif image.dtype == np.uint16:
-        scale = 65535.0
-    else:
-        scale = 1.0
-    if image.ndim == 2:
-        image = np.repeat(image[:, :, None], 3, axis=2)
-    elif image.shape[2] == 1:
-        image = np.repeat(image, 3, axis=2)
-    elif image.shape[2] == 4:
-        image = image[:, :, 2::-1]
-    else:
-        image = image[:, :, ::-1]
-    return np.ascontiguousarray(image, dtype=np.float32) / np.float32(scale)
-
-
-def _centre_crop(img: np.ndarray, crop: int | None) -> np.ndarray:
-    if crop is None:
-        return img
-    h, w = img.shape[:2]
-    ch, cw = min(crop, h), min(crop, w)
-    y, x = (h - ch) // 2, (w - cw) // 2
-    return np.ascontiguousarray(img[y:y + ch, x:x + cw])
-
 
 def load_frames(data: str | os.PathLike, *, sigma: float | None = None, limit: int | None = None,
                 crop: int | None = None, seed: int = 0) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -84,53 +57,48 @@ def load_frames(data: str | os.PathLike, *, sigma: float | None = None, limit: i
     (0-255 units) ``input = clip(clean + N(0, sigma/255), 0, 1)`` (RandomState(seed) per frame):
     clipped like the camera frames a deployed model sees, and like the calibration crops of
     ``mirnet quantize`` (unclipped noise would fall outside the calibrated input range)."""
-    from mirnet.sdk.media import IMAGE_SUFFIXES, read_image
+    from mirnet.sdk.degrade import awgn
+    from mirnet.sdk.evalsets import centre_crop
+    from mirnet.sdk.media import list_images, load_rgb
 
-    folder = Path(data)
-    if not folder.is_dir():
-        raise ConfigError(f"--data {str(folder)!r} is not a folder of images")
+    if not Path(data).is_dir():
+        raise ConfigError(f"--data {str(data)!r} is not a folder of images")
     if limit is not None and (isinstance(limit, bool) or int(limit) < 1):
         raise ConfigError(f"--limit {limit!r}: give a number of frames >= 1")
     if sigma is not None and not (isinstance(sigma, (int, float)) and sigma >= 0):
         raise ConfigError(f"--sigma {sigma!r}: AWGN sigma in 0-255 units, >= 0 (e.g. 25)")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                   and not p.name.startswith("."))
-    if not files:
-        raise ConfigError(f"--data {str(folder)!r} holds no image ({', '.join(IMAGE_SUFFIXES)})")
     frames = []
-    for path in files[:limit]:
-        clean = _centre_crop(_to_rgb_float(read_image(path)), crop)
+    for path in list_images(data)[:limit]:
+        clean = centre_crop(load_rgb(path), crop)
         noisy = clean
         if sigma:
-            noise = np.random.RandomState(seed).normal(0.0, sigma / 255.0, clean.shape)
-            noisy = np.clip(clean + noise, 0.0, 1.0).astype(np.float32)
+            noisy = np.clip(awgn(clean, sigma, np.random.RandomState(seed)), 0.0, 1.0)
         frames.append((path.name, noisy, clean))
     return frames
 
 
-def _pad(img: np.ndarray, multiple: int) -> np.ndarray:
+def _run(backend, img: np.ndarray) -> np.ndarray:
+    from mirnet.sdk.ops import run_padded
+
+    spec = backend.input_spec
+    return run_padded(backend.infer, img, multiple=spec.pad_multiple, scale=spec.scale)
+
+
+def _feed(img: np.ndarray, multiple: int) -> np.ndarray:
+    """One crop as a padded 1 x C x H x W feed for the per-layer analysis."""
     h, w = img.shape[:2]
-    mode = "reflect" if min(h, w) > 1 else "edge"
-    padded = np.pad(img, ((0, -h % multiple), (0, -w % multiple), (0, 0)), mode=mode)
+    padded = np.pad(img, ((0, -h % multiple), (0, -w % multiple), (0, 0)), mode="reflect")
     return np.ascontiguousarray(padded.transpose(2, 0, 1))[None]
 
 
-def _run(backend, img: np.ndarray) -> np.ndarray:
-    h, w = img.shape[:2]
-    spec = backend.input_spec
-    out = backend.infer(_pad(img, spec.pad_multiple))
-    s = spec.scale
-    return np.clip(out[0, :, :h * s, :w * s].transpose(1, 2, 0), 0.0, 1.0)
-
-
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    from mirnet.train.metrics import psnr
+    from mirnet.sdk.metrics import psnr
 
     return min(psnr(a, b), PSNR_CAP)
 
 
 def _ssim(a: np.ndarray, b: np.ndarray) -> float | None:
-    from mirnet.train.metrics import ssim
+    from mirnet.sdk.metrics import ssim
 
     if min(a.shape[:2]) < 11:
         return None
@@ -385,9 +353,10 @@ def _fix_command(manifest: dict | None, artifact: Path, exclude: list[str]) -> s
 def _reference_onnx(reference: Path) -> Path:
     if reference.suffix.lower() == ".onnx":
         return reference
-    from mirnet.sdk.backends import cached_onnx
+    require("torch", "optimize")
+    from .export_onnx import cached_export
 
-    return cached_onnx(reference)
+    return cached_export(reference)
 
 
 def run_gate(artifact: str | os.PathLike, reference: str | os.PathLike, data: str | os.PathLike, *,
@@ -401,6 +370,7 @@ def run_gate(artifact: str | os.PathLike, reference: str | os.PathLike, data: st
     from mirnet.sdk import artifact as artifact_mod
     from mirnet.sdk import zoo
     from mirnet.sdk.backends import open_backend
+    from mirnet.sdk.evalsets import centre_crop
 
     if layers not in ("always", "on-failure", "never"):
         raise ConfigError(f"layers={layers!r}: valid values are always, on-failure, never")
@@ -453,7 +423,7 @@ def run_gate(artifact: str | os.PathLike, reference: str | os.PathLike, data: st
         manifest = artifact_mod.read_manifest(art_path, verify=False)
         pad = a_spec.pad_multiple
         size = max(pad, layer_crop // pad * pad)
-        feeds = [_pad(_centre_crop(noisy, size), pad) for _, noisy, _ in frames[:max(1, layer_frames)]]
+        feeds = [_feed(centre_crop(noisy, size), pad) for _, noisy, _ in frames[:max(1, layer_frames)]]
         report = layer_report(art_path, _reference_onnx(ref_path), feeds, config=manifest.get("config"),
                               input_name=a_spec.input_name, threads=threads)
         result.layers = report.pop("layers", [])

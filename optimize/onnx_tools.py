@@ -19,8 +19,8 @@ from mirnet.sdk.errors import ArtifactError, ConfigError, require
 
 __all__ = [
     "TENSORRT_SUPPORTED_OPS", "TensorrtIssue", "check_tensorrt_ops", "find_ceil_mode_pooling",
-    "simplify", "op_counts", "ort_optimized_model", "int8_check", "INTEGER_OPS", "FLOAT_CONV_OPS",
-    "QdqPair", "qdq_pairs", "weight_dq_nodes", "add_outputs", "module_path", "known_modules",
+    "simplify", "op_counts", "ort_run", "ort_optimized_model", "int8_check", "INTEGER_OPS", "FLOAT_CONV_OPS",
+    "QdqPair", "qdq_pairs", "qdq_summary", "weight_dq_nodes", "add_outputs", "module_path", "known_modules",
     "resolve_nodes", "load", "drop_noop_casts",
 ]
 
@@ -229,6 +229,16 @@ def op_counts(onnx_model) -> dict[str, int]:
     return dict(collections.Counter(n.op_type for n in model.graph.node).most_common())
 
 
+def ort_run(onnx_path: str | os.PathLike, x, *, input_name: str = "input", threads: int = 1):
+    """The first output of ``onnx_path`` run by ONNX Runtime's CPU provider on ``x``."""
+    ort = require("onnxruntime", "ort")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {input_name: x})[0]
+
+
 def ort_optimized_model(onnx_path: str | os.PathLike, *, level: str = "all") -> "onnx.ModelProto":  # noqa: F821
     """The graph ONNX Runtime (CPU provider) actually executes after its graph optimizations at
     ``level`` ("basic", "extended", "all": what :class:`~mirnet.sdk.backends.onnxruntime.OrtBackend`
@@ -344,6 +354,33 @@ def weight_dq_nodes(onnx_model) -> list:
     graph = model.graph
     producers = _producers(graph)
     return [n for n in graph.node if n.op_type == "DequantizeLinear" and _is_constant(n.input[0], graph, producers)]
+
+
+def qdq_summary(onnx_model) -> dict:
+    """Counts that describe a Q/DQ graph: activation pairs (per-tensor or not), weight DQs
+    (per-channel on axis 0 or not), zero-point types."""
+    model = load(onnx_model)
+    consts = _const_values(model.graph)
+    pairs = qdq_pairs(model)
+    dq_by_name = {n.name: n for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    act_per_tensor = sum(1 for p in pairs if consts.get(dq_by_name[p.dequantize].input[1]) is not None
+                         and consts[dq_by_name[p.dequantize].input[1]].size == 1)
+    wdq = weight_dq_nodes(model)
+    producers = _producers(model.graph)
+    per_channel = 0
+    for n in wdq:
+        scale, src = consts.get(n.input[1]), n.input[0]
+        while src not in consts and src in producers and producers[src].op_type in ("QuantizeLinear", "Cast"):
+            src = producers[src].input[0]
+        out_channels = consts[src].shape[0] if src in consts and consts[src].ndim else None
+        if scale is not None and ((_attr(n, "axis", 1) == 0 and scale.ndim == 1 and scale.size == out_channels)
+                                  or (scale.size == 1 and out_channels == 1)):  # 1 channel: scalar
+            per_channel += 1
+    zp_types = sorted({str(consts[n.input[2]].dtype) for n in model.graph.node
+                       if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2
+                       and n.input[2] in consts})
+    return {"activation_pairs": len(pairs), "activation_per_tensor": act_per_tensor,
+            "weight_dq": len(wdq), "weight_per_channel_axis0": per_channel, "zero_point_types": zp_types}
 
 
 def add_outputs(onnx_model, names: Iterable[str]) -> "onnx.ModelProto":  # noqa: F821

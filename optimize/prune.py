@@ -45,10 +45,11 @@ import torch
 from torch import nn
 
 from mirnet.sdk.errors import ConfigError, require
+from mirnet.sdk.evalsets import EvalSet, detect_pairs
 from mirnet.sdk.model.arch import ContextBlock, MIRNetV2
 from mirnet.sdk.model.complexity import count_macs, count_params
 
-__all__ = ["prune", "finetune", "prune_file", "check_pruned", "calibration_batches", "detect_pairs",
+__all__ = ["prune", "finetune", "prune_file", "check_pruned", "calibration_batches",
            "IMPORTANCES"]
 
 IMPORTANCES = ("l1", "l2", "taylor")
@@ -284,30 +285,10 @@ def prune(model: MIRNetV2, *, macs_ratio: float | None = None, params_ratio: flo
 # fine-tune
 # ---------------------------------------------------------------------------------------------
 
-def detect_pairs(folder: str | Path) -> tuple[Path, Path, str, str] | None:
-    """``(low_dir, high_dir, low_prefix, high_prefix)`` if ``folder`` holds paired sub-folders
-    (low/high, NOISY/GT, input/target, lq/gt), else None. File-name prefixes equal to the
-    sub-folder name plus ``_`` (SIDD: ``NOISY_0.png`` / ``GT_0.png``) are detected."""
-    from mirnet.train.data import list_images
-    from mirnet.train.evaluate import PAIR_NAMES
-
-    folder = Path(folder)
-    for low, high in PAIR_NAMES:
-        lo, hi = folder / low, folder / high
-        if lo.is_dir() and hi.is_dir():
-            prefixes = []
-            for sub in (lo, hi):
-                p = f"{sub.name}_"
-                names = [f.name for f in list_images(sub)]
-                prefixes.append(p if names and all(n.startswith(p) for n in names) else "")
-            return lo, hi, prefixes[0], prefixes[1]
-    return None
-
-
 def _train_set(data_dir: str | Path, sigma_range: tuple[float, float], seed: int):
     """A ``TrainSet`` over ``data_dir``: paired sub-folders when found, else clean images + AWGN."""
+    from mirnet.sdk.degrade import DegradeConfig
     from mirnet.train.data import SourceConfig, TrainSet
-    from mirnet.train.degrade import DegradeConfig
 
     data_dir = Path(data_dir)
     pairs = detect_pairs(data_dir) if data_dir.is_dir() else None
@@ -343,17 +324,16 @@ def finetune(model: MIRNetV2, data_dir: str | Path, steps: int, *,
     ``ema_decay > 0``) in eval mode.
 
     ``data_dir`` is a folder of clean images (degraded with AWGN of a sigma drawn uniformly from
-    ``sigma_range``, 0-255 units) or a folder of paired sub-folders (see :func:`detect_pairs`).
-    Training code reused from ``mirnet.train``: ``TrainSet``/``SourceConfig``/``DegradeConfig``,
-    ``StepBatchSampler``, Charbonnier loss, AdamW, cosine LR (``CosineRestartCyclic``, one period),
-    gradient clipping and EMA as in ``mirnet train``.
+    ``sigma_range``, 0-255 units) or a folder of paired sub-folders (see :func:`mirnet.sdk.evalsets.detect_pairs`).
+    Trains with ``mirnet train``'s step and loop (:class:`mirnet.train.loop.TrainStep`: AdamW,
+    cosine LR over one period down to ``lr / 100``, gradient clipping, EMA, AMP on CUDA) on
+    ``TrainSet`` crops drawn by ``StepBatchSampler``, Charbonnier loss.
     """
     from torch.utils.data import DataLoader
 
     from mirnet.train.data import ProgressiveSchedule, StepBatchSampler
-    from mirnet.train.loop import EMA
+    from mirnet.train.loop import TrainStep, run_steps
     from mirnet.train.losses import CharbonnierLoss
-    from mirnet.train.schedule import CosineRestartCyclic
 
     steps = _positive_int("finetune steps", steps)
     batch = _positive_int("batch", batch)
@@ -361,61 +341,24 @@ def finetune(model: MIRNetV2, data_dir: str | Path, steps: int, *,
     m = model.config.pad_multiple
     if patch % m:
         raise ConfigError(f"patch={patch}: must be a multiple of the model's pad multiple {m} (e.g. {m * 8})")
-    if not (isinstance(lr, numbers.Real) and lr > 0 and math.isfinite(lr)):
-        raise ConfigError(f"lr={lr!r}: must be a finite number > 0 (e.g. 1e-3)")
-    if not (isinstance(ema_decay, numbers.Real) and 0 <= ema_decay < 1):
-        raise ConfigError(f"ema_decay={ema_decay!r}: must be in [0, 1) (0 disables the EMA)")
     dataset = _train_set(data_dir, sigma_range, seed)
     schedule = ProgressiveSchedule([steps], [patch], [batch])
     loader = DataLoader(dataset, batch_sampler=StepBatchSampler(schedule), num_workers=0)
 
     if device is not None:
         model = model.to(device)
-    device = next(model.parameters()).device
     torch.manual_seed(seed)
-    model.train()
-    ema = EMA(model, float(ema_decay)) if ema_decay > 0 else None
-    criterion = CharbonnierLoss().to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    scheduler = CosineRestartCyclic(optimizer, [steps], [1.0], [lr * 0.01], warmup_steps=warmup_steps)
-    from tqdm import tqdm
-
-    bar = tqdm(total=steps, desc="fine-tune", unit="step", dynamic_ncols=True, disable=quiet)
-    try:
-        for inputs, targets in loader:
-            optimizer.zero_grad(set_to_none=True)
-            loss = criterion(model(inputs.to(device)), targets.to(device))
-            loss.backward()
-            if grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            optimizer.step()
-            scheduler.step()
-            if ema:
-                ema.update(model)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-    finally:
-        bar.close()
+    step = TrainStep(model, CharbonnierLoss(), lr=lr, periods=[steps], eta_mins=[lr * 0.01],
+                     warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip,
+                     ema_decay=ema_decay)
+    run_steps(step, loader, total=steps, desc="fine-tune", quiet=quiet)
     model.eval()
-    if ema:
-        return ema.model.requires_grad_(True).eval()
-    return model
+    return step.averaged.requires_grad_(True).eval()
 
 
 # ---------------------------------------------------------------------------------------------
 # prune a weights file: what `mirnet prune` runs
 # ---------------------------------------------------------------------------------------------
-
-def _evalset(folder: str | Path, sigma: float, limit: int | None, crop: int | None):
-    from mirnet.train.data import EvalSet
-
-    pairs = detect_pairs(folder) if Path(folder).is_dir() else None
-    if pairs:
-        low, high, low_prefix, high_prefix = pairs
-        return EvalSet.from_pairs(low, high, limit=limit, crop=crop, low_prefix=low_prefix,
-                                  high_prefix=high_prefix)
-    return EvalSet.from_clean(folder, sigma, limit=limit, crop=crop)
-
 
 def prune_file(model_path: str | Path, out: str | Path, *, data: str | Path,
                macs_ratio: float | None = None, params_ratio: float | None = None,
@@ -454,7 +397,7 @@ def prune_file(model_path: str | Path, out: str | Path, *, data: str | Path,
         variant = artifact.read_manifest(source, kind="weights").get("variant")
     model = load_model(source)
     device = torch.device("cpu")
-    evalset = _evalset(eval_data or data, sigma, eval_limit, eval_crop)
+    evalset = EvalSet.from_folder(eval_data or data, sigma, limit=eval_limit, crop=eval_crop)
 
     def psnr_of(net) -> float:
         return validate(net, evalset, device)["val_psnr"]

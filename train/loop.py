@@ -1,9 +1,17 @@
-"""The training loop: AdamW, cosine-with-restarts LR, gradient clipping, EMA, AMP on GPU, atomic
-checkpoints, exact resume, DDP through torchrun, progress bar and JSONL metrics.
+"""The one training step and loop, and the training run built on them.
 
-Exact resume: the data of step ``s`` is a pure function of ``(seed, s)`` (see ``data.TrainSet``),
-and the checkpoint holds the model, EMA, optimizer, LR scheduler, AMP scaler and step, so a run
-killed and resumed from its last checkpoint continues as if it had never stopped.
+:class:`TrainStep` is one optimizer step: forward (AMP on CUDA), loss against a target (the
+batch's clean image, or what a ``target`` function makes of the batch, e.g. a teacher's output
+for distillation), backward, gradient clipping, AdamW, the cosine-with-restarts LR schedule and
+the EMA with its step-dependent warm-up. :func:`run_steps` drives it over any iterable of
+``(input, target)`` batches with a progress bar. ``mirnet train`` (:class:`Trainer`), the
+fine-tune after pruning (``mirnet.optimize.prune.finetune``) and QAT (``mirnet.optimize.quantize``)
+all train through these two.
+
+:class:`Trainer` adds atomic checkpoints, exact resume, DDP through torchrun, validation and JSONL
+metrics. Exact resume: the data of step ``s`` is a pure function of ``(seed, s)`` (see
+``data.TrainSet``), and the checkpoint holds the model, EMA, optimizer, LR scheduler, AMP scaler
+and step, so a run killed and resumed from its last checkpoint continues as if it had never stopped.
 """
 from __future__ import annotations
 
@@ -11,8 +19,10 @@ import contextlib
 import copy
 import json
 import math
+import numbers
 import os
 import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +32,14 @@ from torch.utils.data import DataLoader
 
 from mirnet.sdk.artifact import atomic_write_bytes
 from mirnet.sdk.errors import ArtifactError, ConfigError, require
+from mirnet.sdk.evalsets import EvalSet
+from mirnet.sdk.evaluate import score
 from mirnet.sdk.model import create_model, load_model, save_weights
+from mirnet.sdk.ops import run_padded
 
 from .config import TrainConfig
-from .data import EvalSet, StepBatchSampler, TrainSet
+from .data import StepBatchSampler, TrainSet
 from .losses import build_loss
-from .metrics import psnr, ssim
 from .schedule import CosineRestartCyclic
 
 CHECKPOINT = "last.pt"
@@ -51,6 +63,114 @@ class EMA:
                 ema_v.copy_(v)
 
 
+class TrainStep:
+    """One optimizer step of ``model``: ``loss, terms = step(inputs, targets)``.
+
+    ``criterion(pred, target)`` returns a scalar loss tensor or ``(loss, {name: float})``.
+    ``target(inputs, targets)``, when given, makes the tensor the prediction is compared with (run
+    without gradients, e.g. ``lambda x, _: teacher(x)`` for distillation); by default it is
+    ``targets``. AdamW over the parameters that require gradients, the LR of
+    :class:`~mirnet.train.schedule.CosineRestartCyclic` (``periods``, ``restart_weights`` (default
+    1 each), ``eta_mins``, ``warmup_steps``), gradient-norm clipping at ``grad_clip`` (0: off), an
+    :class:`EMA` of the weights when ``ema_decay > 0``, float16 autocast with a gradient scaler
+    when ``amp`` and the model is on CUDA. ``net`` is what the forward pass calls (a
+    DistributedDataParallel wrapper of ``model``; default ``model``). Under torch.distributed the
+    returned loss is the mean over the ranks."""
+
+    def __init__(self, model: torch.nn.Module, criterion: Callable, *, lr: float, periods: Sequence[int],
+                 restart_weights: Sequence[float] | None = None, eta_mins: Sequence[float] = (0.0,),
+                 warmup_steps: int = 0, betas: Sequence[float] = (0.9, 0.999), weight_decay: float = 0.0,
+                 grad_clip: float = 0.0, ema_decay: float = 0.0, amp: bool = True,
+                 target: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                 net: torch.nn.Module | None = None):
+        if not (isinstance(lr, numbers.Real) and math.isfinite(lr) and lr > 0):
+            raise ConfigError(f"lr={lr!r}: the learning rate must be a finite number > 0 (e.g. 2e-4)")
+        if not (isinstance(ema_decay, numbers.Real) and 0 <= ema_decay < 1):
+            raise ConfigError(f"ema_decay={ema_decay!r}: must be in [0, 1) (0 disables the EMA)")
+        if not (isinstance(grad_clip, numbers.Real) and grad_clip >= 0):
+            raise ConfigError(f"grad_clip={grad_clip!r}: the gradient-norm limit must be >= 0 (0 disables it)")
+        self.model, self.net = model, net or model
+        self.criterion, self.target = criterion, target
+        self.grad_clip = float(grad_clip)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+        self.scheduler = CosineRestartCyclic(self.optimizer, periods, restart_weights or [1.0] * len(periods),
+                                             eta_mins, warmup_steps=warmup_steps)
+        device = next(model.parameters()).device
+        self.use_amp = bool(amp) and device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.ema = EMA(model, float(ema_decay)) if ema_decay > 0 else None
+        self.step = 0
+
+    @property
+    def averaged(self) -> torch.nn.Module:
+        """The model to evaluate and save: the EMA copy when there is one, else the model."""
+        return self.ema.model if self.ema else self.model
+
+    def __call__(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        if self.target is not None:
+            with torch.no_grad():
+                targets = self.target(inputs, targets)
+        self.optimizer.zero_grad(set_to_none=True)
+        autocast = torch.autocast("cuda", dtype=torch.float16) if self.use_amp else contextlib.nullcontext()
+        with autocast:
+            loss = self.criterion(self.net(inputs).float(), targets)
+        loss, terms = loss if isinstance(loss, tuple) else (loss, {})
+        self.scaler.scale(loss).backward()
+        if self.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        if self.ema:
+            self.ema.update(self.model, self.step)
+        self.step += 1
+        value = loss.detach()
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(value)
+            value /= dist.get_world_size()
+        return value, terms
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "model": self.model.state_dict(),
+                "ema": self.ema.model.state_dict() if self.ema else None,
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        if self.ema:
+            self.ema.model.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step = state["step"]
+
+
+def run_steps(step: TrainStep, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *, total: int,
+              desc: str, quiet: bool = False,
+              after_step: Callable[[float, dict, torch.Tensor], dict | None] | None = None) -> list[float]:
+    """Train with ``step`` on each ``(input, target)`` batch (moved to the model's device), showing a
+    progress bar of ``total`` steps (starting at ``step.step``) unless ``quiet``. ``after_step(loss,
+    terms, inputs)`` runs after every step (logging, validation, checkpoints) and may return more
+    progress-bar fields. The model is left in train mode. Returns the per-step losses."""
+    from tqdm import tqdm
+
+    device = next(step.model.parameters()).device
+    step.model.train()
+    losses = []
+    with tqdm(total=total, initial=step.step, desc=desc, unit="step", dynamic_ncols=True, disable=quiet) as bar:
+        for inputs, targets in batches:
+            inputs = inputs.to(device, non_blocking=True)
+            loss, terms = step(inputs, targets.to(device, non_blocking=True))
+            losses.append(float(loss))
+            shown = after_step(losses[-1], terms, inputs) if after_step else None
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.4f}", **(shown or {}))
+    return losses
+
+
 def _dist_info() -> tuple[int, int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
@@ -68,16 +188,14 @@ def _atomic_torch_save(obj, path: Path) -> None:
 def validate(model: torch.nn.Module, evalset: EvalSet, device: torch.device) -> dict:
     """Mean PSNR/SSIM (RGB, outputs clipped to [0, 1]) of ``model`` on ``evalset``."""
     model.eval()
-    m = model.config.pad_multiple
-    scores_p, scores_s = [], []
-    for degraded, clean in evalset:
-        h, w = degraded.shape[:2]
-        x = torch.from_numpy(np.ascontiguousarray(degraded.transpose(2, 0, 1)))[None].to(device)
-        x = torch.nn.functional.pad(x, (0, -w % m, 0, -h % m), mode="reflect")
-        y = model(x)[0, :, :h, :w].clamp(0, 1).permute(1, 2, 0).float().cpu().numpy()
-        scores_p.append(psnr(y, clean))
-        scores_s.append(ssim(y, clean))
-    return {"val_psnr": float(np.mean(scores_p)), "val_ssim": float(np.mean(scores_s)), "val_n": len(scores_p)}
+    config = model.config
+
+    def infer(x: np.ndarray) -> np.ndarray:
+        return model(torch.from_numpy(x).to(device)).float().cpu().numpy()
+
+    result = score(lambda degraded: run_padded(infer, degraded, multiple=config.pad_multiple, scale=config.scale),
+                   evalset)
+    return {"val_psnr": result["psnr"], "val_ssim": result["ssim"], "val_n": result["n"]}
 
 
 class Trainer:
@@ -105,19 +223,15 @@ class Trainer:
         else:
             model = create_model(model_cfg)
         self.model = model.to(self.device).train()
-        self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
-        self.net = self.model
+        net = None
         if self.world > 1:
-            self.net = torch.nn.parallel.DistributedDataParallel(
+            net = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.criterion = build_loss(cfg.loss).to(self.device)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
-                                           weight_decay=cfg.weight_decay)
-        self.scheduler = CosineRestartCyclic(self.optimizer, cfg.periods, cfg.restart_weights, cfg.eta_mins,
-                                             warmup_steps=cfg.warmup_steps)
-        self.use_amp = cfg.amp and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
-        self.step = 0
+        self.train_step = TrainStep(
+            self.model, build_loss(cfg.loss).to(self.device), lr=cfg.lr, periods=cfg.periods,
+            restart_weights=cfg.restart_weights, eta_mins=cfg.eta_mins, warmup_steps=cfg.warmup_steps,
+            betas=cfg.betas, weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip, ema_decay=cfg.ema_decay,
+            amp=cfg.amp, net=net)
         self.best_psnr = -math.inf
         self.evalset = None
         if cfg.val is not None and self.rank == 0:
@@ -133,15 +247,14 @@ class Trainer:
                               f"it or choose another `out`/`name`")
         self._tb = None
 
+    @property
+    def step(self) -> int:
+        return self.train_step.step
+
     # ------------------------------------------------------------------ checkpoints
     def _state(self) -> dict:
-        return {
-            "step": self.step, "model": self.model.state_dict(),
-            "ema": self.ema.model.state_dict() if self.ema else None,
-            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(), "best_psnr": self.best_psnr,
-            "torch_rng": torch.get_rng_state(), "config": self.cfg.to_dict(),
-        }
+        return {**self.train_step.state_dict(), "best_psnr": self.best_psnr, "torch_rng": torch.get_rng_state(),
+                "config": self.cfg.to_dict()}
 
     def save_checkpoint(self) -> None:
         if self.rank != 0:
@@ -158,14 +271,9 @@ class Trainer:
             changed = sorted(k for k in state["config"] if state["config"][k] != self.cfg.to_dict().get(k))
             raise ConfigError(f"--resume: the config changed since the checkpoint (fields {changed}); "
                               f"resume with the original config or start a new run")
-        self.model.load_state_dict(state["model"])
-        if self.ema:
-            self.ema.model.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        self.train_step.load_state_dict(state)
         torch.set_rng_state(state["torch_rng"].cpu())
-        self.step, self.best_psnr = state["step"], state["best_psnr"]
+        self.best_psnr = state["best_psnr"]
 
     # ------------------------------------------------------------------ logging
     def _log(self, record: dict) -> None:
@@ -182,11 +290,8 @@ class Trainer:
                 if key != "step" and isinstance(value, (int, float)):
                     self._tb.add_scalar(key, value, record["step"])
 
-    def _eval_model(self) -> torch.nn.Module:
-        return self.ema.model if self.ema else self.model
-
     def _validate(self) -> dict:
-        result = validate(self._eval_model(), self.evalset, self.device)
+        result = validate(self.train_step.averaged, self.evalset, self.device)
         self.model.train()
         if result["val_psnr"] > self.best_psnr:
             self.best_psnr = result["val_psnr"]
@@ -195,7 +300,7 @@ class Trainer:
 
     def export(self, path: Path, *, metrics: dict | None = None) -> Path:
         """Write the EMA (or raw) weights as safetensors + manifest with the training record."""
-        model = copy.deepcopy(self._eval_model()).cpu().eval()
+        model = copy.deepcopy(self.train_step.averaged).cpu().eval()
         training = {"name": self.cfg.name, "steps": self.step, "config": self.cfg.to_dict(),
                     "world_size": self.world, "device": str(self.device)}
         return save_weights(model, path, variant=self.cfg.variant, training=training, metrics=metrics or {})
@@ -208,60 +313,33 @@ class Trainer:
                                    rank=self.rank, world_size=self.world)
         loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers,
                             persistent_workers=cfg.workers > 0, pin_memory=self.device.type == "cuda")
-        from tqdm import tqdm
-
-        bar = tqdm(total=self.stop_at, initial=self.step, desc=cfg.name, unit="step", dynamic_ncols=True,
-                   disable=self.quiet or self.rank != 0)
         t0, last_val = time.perf_counter(), {}
+
+        def after_step(loss: float, terms: dict, inputs: torch.Tensor) -> dict:
+            nonlocal last_val
+            if self.step % cfg.log_every == 0 or self.step == self.stop_at:
+                self._log({"step": self.step, "lr": self.train_step.scheduler.get_last_lr()[0], "loss": loss, **terms,
+                           "patch": int(inputs.shape[-1]), "batch": int(inputs.shape[0]) * self.world,
+                           "seconds": round(time.perf_counter() - t0, 2)})
+            if self.evalset is not None and (self.step % cfg.val.every == 0 or self.step == self.stop_at):
+                last_val = self._validate()
+                self._log({"step": self.step, **last_val})
+            if self.step % cfg.checkpoint_every == 0 or self.step == self.stop_at:
+                self.save_checkpoint()
+            return {"psnr": f"{last_val['val_psnr']:.2f}"} if last_val else None
+
         try:
-            for inputs, targets in loader:
-                loss, terms = self._train_step(inputs.to(self.device, non_blocking=True),
-                                               targets.to(self.device, non_blocking=True))
-                self.step += 1
-                bar.update(1)
-                if self.step % cfg.log_every == 0 or self.step == self.stop_at:
-                    record = {"step": self.step, "lr": self.scheduler.get_last_lr()[0], "loss": loss, **terms,
-                              "patch": int(inputs.shape[-1]), "batch": int(inputs.shape[0]) * self.world,
-                              "seconds": round(time.perf_counter() - t0, 2)}
-                    self._log(record)
-                if self.evalset is not None and (self.step % cfg.val.every == 0 or self.step == self.stop_at):
-                    last_val = self._validate()
-                    self._log({"step": self.step, **last_val})
-                bar.set_postfix(loss=f"{loss:.4f}", **({"psnr": f"{last_val['val_psnr']:.2f}"} if last_val else {}))
-                if self.step % cfg.checkpoint_every == 0 or self.step == self.stop_at:
-                    self.save_checkpoint()
+            run_steps(self.train_step, loader, total=self.stop_at, desc=cfg.name, quiet=self.quiet or self.rank != 0,
+                      after_step=after_step)
         except KeyboardInterrupt:
             self.save_checkpoint()
             raise
-        finally:
-            bar.close()
         final = self.out / f"{cfg.name}.safetensors"
         if self.rank == 0:
             self.export(final, metrics=last_val)
         if self.world > 1:
             dist.barrier()
         return final
-
-    def _train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[float, dict]:
-        self.optimizer.zero_grad(set_to_none=True)
-        autocast = (torch.autocast("cuda", dtype=torch.float16) if self.use_amp else contextlib.nullcontext())
-        with autocast:
-            pred = self.net(inputs)
-            loss, terms = self.criterion(pred.float(), targets)
-        self.scaler.scale(loss).backward()
-        if self.cfg.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
-        if self.ema:
-            self.ema.update(self.model, self.step)
-        value = loss.detach()
-        if self.world > 1:
-            dist.all_reduce(value)
-            value /= self.world
-        return float(value), terms
 
 
 def train(config_path: str | Path, *, resume: bool = False, max_steps: int | None = None,

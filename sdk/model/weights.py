@@ -75,7 +75,8 @@ def apply_conv_layout(model: MIRNetV2, layers: dict, state: dict[str, torch.Tens
 
 def save_weights(model: MIRNetV2, path: str | os.PathLike, *, variant: str | None = None,
                  pruned: dict | None = None, **manifest_fields) -> Path:
-    """Write ``model``'s state dict as safetensors and its manifest sidecar; returns the path.
+    """Write ``model``'s state dict as safetensors and its manifest sidecar (replacing an existing
+    file atomically); returns the path.
 
     A pruned model (convs narrower than its config builds) always gets a manifest ``pruned``
     record whose ``layers`` map each changed conv to ``[in_channels, out_channels, groups]``
@@ -85,16 +86,14 @@ def save_weights(model: MIRNetV2, path: str | os.PathLike, *, variant: str | Non
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ArtifactError(f"{path}: weights are saved as .safetensors; got suffix {path.suffix!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     layers = conv_layout_changes(model)
     if layers or pruned is not None:
         manifest_fields["pruned"] = {**(pruned or {}), "layers": layers}
-    artifact.atomic_write_bytes(path, st_save(state))
-    manifest = artifact.make_manifest(
-        path, kind="weights", config=model.config.to_dict(), precision="fp32", variant=variant,
-        build=artifact.build_environment(torch=torch.__version__), **manifest_fields)
-    artifact.write_manifest(path, manifest)
+    with artifact.writer(path, force=True) as w:
+        w.tmp.write_bytes(st_save(state))
+        w.describe(kind="weights", config=model.config.to_dict(), precision="fp32", variant=variant,
+                   build=artifact.build_environment(torch=torch.__version__), **manifest_fields)
     return path
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mirnet.sdk import artifact
-from mirnet.sdk.errors import ArtifactError
+from mirnet.sdk.errors import ArtifactError, InputError
 from mirnet.sdk.model import MIRNetV2Config, create_model, load_model, save_weights
 
 
@@ -82,3 +82,85 @@ def test_onnx_export_of_super_resolution_and_unshuffle(tmp_path):
     out = export_onnx(create_model(cfg), tmp_path / "sr.onnx")
     manifest = artifact.read_manifest(out)
     assert manifest["io"]["output"]["scale"] == 3 and manifest["io"]["input"]["pad_multiple"] == 8
+
+
+def _describe(w):
+    w.describe(kind="onnx", config=MIRNetV2Config(n_feat=16, n_rrg=1, n_mrb=1).to_dict(), precision="fp32")
+
+
+def test_writer_renames_after_validation_and_writes_the_manifest(tmp_path):
+    out = tmp_path / "sub" / "m.onnx"
+    seen = []
+    with artifact.writer(out, force=False, validate=lambda p: seen.append((p.suffix, p.read_bytes()))) as w:
+        assert w.tmp.parent == out.parent and w.tmp.name.endswith(".onnx") and not out.exists()
+        w.tmp.write_bytes(b"new")
+        _describe(w)
+    assert seen == [(".onnx", b"new")] and out.read_bytes() == b"new"
+    manifest = artifact.read_manifest(out, kind="onnx")  # sha256 verified against the renamed file
+    assert manifest == w.manifest and manifest["file"] == "m.onnx"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["m.onnx", "m.onnx.json"]
+    with pytest.raises(InputError, match="--force"):
+        with artifact.writer(out, force=False):
+            pass
+
+
+@pytest.mark.parametrize("failure", ["block", "validate", "no-manifest", "empty", "interrupt"])
+def test_writer_failure_keeps_the_previous_artifact(tmp_path, failure):
+    out = tmp_path / "m.onnx"
+    with artifact.writer(out, force=False) as w:
+        w.tmp.write_bytes(b"old")
+        _describe(w)
+    before = artifact.sidecar_path(out).read_text()
+
+    def refuse(path):
+        raise ArtifactError("refused")
+
+    errors = {"block": ValueError, "validate": ArtifactError, "no-manifest": ArtifactError,
+              "empty": ArtifactError, "interrupt": KeyboardInterrupt}
+    with pytest.raises(errors[failure]):
+        with artifact.writer(out, force=True, validate=refuse if failure == "validate" else None) as w:
+            if failure != "empty":
+                w.tmp.write_bytes(b"new")
+            if failure not in ("no-manifest",):
+                _describe(w)
+            if failure == "block":
+                raise ValueError("export failed")
+            if failure == "interrupt":
+                raise KeyboardInterrupt
+    assert out.read_bytes() == b"old" and artifact.sidecar_path(out).read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.json"]
+
+
+def test_cached_export_is_keyed_on_weights_and_manifest(tmp_path, monkeypatch):
+    """The export cache serves an entry only for the same weights bytes *and* the same manifest
+    config/pruned layout; a damaged entry is exported again."""
+    import json
+
+    from mirnet.optimize.export_onnx import cached_export
+
+    monkeypatch.setenv("MIRNET_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    cfg = MIRNetV2Config(n_feat=16, n_rrg=1, n_mrb=1, width=1, max_groups=1)
+    weights = save_weights(create_model(cfg), tmp_path / "w.safetensors", variant="tiny")
+    first = cached_export(weights)
+    assert first.parent == tmp_path / "cache" / "onnx"
+    stamp = first.stat().st_mtime_ns
+    assert cached_export(weights) == first and first.stat().st_mtime_ns == stamp  # reused, not re-exported
+
+    # same bytes, edited manifest (an image residual becomes a feature residual: another network)
+    sidecar = artifact.sidecar_path(weights)
+    manifest = json.loads(sidecar.read_text())
+    manifest["config"]["residual"] = "feature"
+    sidecar.write_text(json.dumps(manifest))
+    edited = cached_export(weights)
+    assert edited != first and artifact.read_manifest(edited)["config"]["residual"] == "feature"
+
+    # other weights bytes, same manifest fields
+    torch.manual_seed(1)
+    other = save_weights(create_model(cfg), tmp_path / "w.safetensors", variant="tiny")
+    assert cached_export(other) not in (first, edited)
+
+    # a damaged entry is exported again
+    entry = cached_export(other)
+    entry.write_bytes(entry.read_bytes()[:100])
+    assert cached_export(other) == entry and artifact.read_manifest(entry, kind="onnx")

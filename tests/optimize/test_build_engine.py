@@ -10,7 +10,7 @@ import pytest
 
 from mirnet.optimize import build_engine as be
 from mirnet.sdk import artifact
-from mirnet.sdk.backends.tensorrt import Profile, check_engine_environment, rebuild_command
+from mirnet.sdk.backends.tensorrt_env import Profile, check_engine_environment, rebuild_command
 from mirnet.sdk.cli import main
 from mirnet.sdk.errors import ArtifactError, ConfigError, MirnetError, MissingDependencyError
 from mirnet.sdk.model.config import MIRNetV2Config
@@ -314,13 +314,14 @@ def test_prepare_build(onnx_file, qdq_file, tmp_path):
 
 def test_engine_manifest_content(onnx_file, tmp_path):
     engine = tmp_path / "tiny.engine"
-    engine.write_bytes(b"serialized engine")
     onnx_manifest = artifact.read_manifest(onnx_file, kind="onnx")
     plan = be.plan_build(fp16=True, dla_core=0, version_compatible=True, workspace_mb=256)
     profiles = be.default_profiles(3, 4)
     fields = be.engine_manifest_fields(plan=plan, profiles=profiles, env=ENV, input_name="input",
                                        trtexec="trtexec ...", timing_cache=tmp_path / "tc.cache")
-    be.write_engine_manifest(engine, onnx_file, onnx_manifest, plan, fields)
+    with artifact.writer(engine, force=False) as w:
+        w.tmp.write_bytes(b"serialized engine")
+        w.describe(**be.engine_manifest(onnx_file, onnx_manifest, plan, fields))
     m = artifact.read_manifest(engine, kind="engine")
     assert m["precision"] == "fp16" and m["config"] == TINY.to_dict() and m["variant"] == "tiny"
     assert m["io"] == onnx_manifest["io"] and m["opset"] == 17 and m["pruning"] == {"macs_ratio": 0.3}
@@ -353,7 +354,7 @@ def test_run_build_calls_builder(fake_trt, onnx_file, tmp_path):
     assert calls["cache_in"] == b"old" and cache.read_bytes() == b"cache+old"
     m = artifact.read_manifest(out, kind="engine")
     assert m["build"]["gpu_name"] == "Orin" and len(m["engine"]["profiles"]) == 2
-    assert not list(out.parent.glob("*.partial"))
+    assert sorted(p.name for p in out.parent.iterdir()) == ["tiny.engine", "tiny.engine.json"]
 
 
 def test_run_build_strongly_typed_dla_vc(fake_trt, qdq_file, tmp_path):
@@ -387,6 +388,23 @@ def test_run_build_tensorrt_11_and_cache_mismatch(fake_trt, onnx_file, tmp_path)
     fake_trt(cache_ok=False)
     with pytest.raises(ArtifactError, match="timing cache .* another GPU"):
         be.build_engine(onnx_file, tmp_path / "t.engine", timing_cache=tmp_path / "other.cache")
+
+
+def test_trtexec_line_and_engine_follow_one_plan(fake_trt, onnx_file, tmp_path):
+    """TensorRT 11 builds every network strongly typed: the plan made for it drives the builder, the
+    manifest's build settings and its trtexec line alike (the preview plan, made before TensorRT was
+    imported, knew no version)."""
+    calls = fake_trt(version="11.1.0")
+    request = be.prepare_build(onnx_file, tmp_path / "t.engine", workspace_mb=64)
+    assert not request.plan.strongly_typed and "--stronglyTyped" not in request.trtexec
+    out = be.run_build(request)
+    m = artifact.read_manifest(out, kind="engine")
+    assert calls["network_flags"] == 1 << 5 and m["engine"]["strongly_typed"] is True
+    plan = be.plan_build(workspace_mb=64, onnx_precision="fp32", trt_major=11)
+    assert m["trtexec"] == be.trtexec_command(onnx_file, out, input_name="input", profiles=request.profiles,
+                                              plan=plan)
+    assert "--stronglyTyped" in m["trtexec"] and m["engine"]["builder_flags"] == list(plan.flags)
+    assert m["precision"] == plan.precision
 
 
 def test_run_build_refuses_old_tensorrt(fake_trt, onnx_file, tmp_path):

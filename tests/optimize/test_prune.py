@@ -226,6 +226,21 @@ def test_cli_prune_end_to_end(tiny_weights, tiny_data, tmp_path, capsys):
     assert "--force" in capsys.readouterr().err
 
 
+def test_cli_prune_finetunes_with_ema(tiny_weights, tiny_data, tmp_path, capsys):
+    """`--ema` goes through the shared training step (EMA.update needs the step: this died with a
+    TypeError when prune had its own copy of the loop)."""
+    from mirnet.sdk import artifact
+    from mirnet.sdk.cli import main
+
+    out = tmp_path / "out.safetensors"
+    code = main(["prune", str(tiny_weights), "--macs-ratio", "0.3", "--data", str(tiny_data),
+                 "--finetune-steps", "2", "--ema", "0.999", "-o", str(out), "-q"])
+    assert code == 0, capsys.readouterr().err
+    record = artifact.read_manifest(out, kind="weights")["prune"]
+    assert record["finetune"]["ema_decay"] == 0.999 and record["finetune"]["steps"] == 2
+    assert isinstance(record["eval"]["psnr_finetuned"], float)
+
+
 @pytest.mark.parametrize("args, match", [
     (["--macs-ratio", "0.5", "--params-ratio", "0.5"], "not allowed with argument"),
     (["--macs-ratio", "1.5"], "--macs-ratio=1.5: must be a number in (0, 1)"),

@@ -1,4 +1,5 @@
 """The training loop: exact resume, DDP equivalence (2 gloo processes), CLI train/eval, eval protocol."""
+import copy
 import dataclasses
 import json
 import os
@@ -16,7 +17,7 @@ import yaml
 from mirnet.sdk.cli import main
 from mirnet.sdk.errors import ConfigError
 from mirnet.train.config import TrainConfig
-from mirnet.train.loop import Trainer
+from mirnet.train.loop import TrainStep, Trainer, run_steps
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,6 +50,34 @@ def _write(tmp_path: Path, data: dict, name="cfg.yaml") -> Path:
 
 def _state(out: Path) -> dict:
     return torch.load(out / "last.pt", weights_only=True)
+
+
+def test_train_step_ema_warmup_clipping_and_target_function():
+    """One step: the loss is taken against what ``target`` makes of the batch, gradients are
+    clipped, the EMA decay warms up as min(decay, (1 + step) / (10 + step))."""
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(3, 3, 1)
+    x, clean = torch.rand(2, 3, 4, 4), torch.rand(2, 3, 4, 4)
+    teacher = torch.nn.Conv2d(3, 3, 1)
+    step = TrainStep(model, torch.nn.functional.l1_loss, lr=0.1, periods=[4], eta_mins=[0.1], grad_clip=1e-3,
+                     ema_decay=0.999, target=lambda inputs, _clean: teacher(inputs))
+    before = copy.deepcopy(model.state_dict())
+    with torch.no_grad():
+        want = torch.nn.functional.l1_loss(model(x), teacher(x))
+    losses = run_steps(step, [(x, clean)], total=1, desc="t", quiet=True)
+    assert step.step == 1 and losses == [pytest.approx(float(want))]
+    w0, w1 = before["weight"], model.weight.detach().clone()
+    # AdamW's first step moves every weight by about lr, whatever the clipped gradient's size
+    assert torch.allclose((w1 - w0).abs(), torch.full_like(w0, 0.1), rtol=1e-3)
+    torch.testing.assert_close(step.averaged.weight, 0.1 * w0 + 0.9 * w1)  # decay 1/10 at step 0
+    run_steps(step, [(x, clean)], total=2, desc="t", quiet=True)
+    w2 = model.weight.detach()
+    torch.testing.assert_close(step.averaged.weight, 2 / 11 * (0.1 * w0 + 0.9 * w1) + 9 / 11 * w2)
+    clipped = TrainStep(torch.nn.Conv2d(3, 3, 1), torch.nn.functional.l1_loss, lr=0.1, periods=[1], grad_clip=1e-3)
+    clipped(x, clean)
+    assert float(torch.cat([p.grad.flatten() for p in clipped.params]).norm()) <= 1e-3 * 1.0001
+    with pytest.raises(ConfigError, match="ema_decay"):
+        TrainStep(model, torch.nn.functional.l1_loss, lr=0.1, periods=[1], ema_decay=1.0)
 
 
 def test_resume_is_exact(tmp_path):

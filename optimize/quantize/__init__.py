@@ -1,0 +1,18 @@
+"""INT8 post-training quantization (optionally QAT) of MIRNet-v2 for two targets, then the quality gate.
+
+- :mod:`.calibration`: calibration crops of the user's images (noised like the model's inputs)
+  and the ``--exclude`` patterns;
+- :mod:`.tensorrt`: explicit Q/DQ ONNX for TensorRT (ModelOpt, or PyTorch fake-quant as the
+  fallback; QAT through ``mirnet.train.loop``);
+- :mod:`.onnxruntime`: ONNX Runtime ``quantize_static``, checked to run integer kernels on CPU;
+- :mod:`.orchestrator`: :func:`quantize` (what ``mirnet quantize`` runs): load, calibrate,
+  quantize for the target, write the artifact and its manifest, run the quality gate.
+"""
+from .calibration import DEFAULT_CALIB_IMAGES, DEFAULT_CALIB_SIZE, DEFAULT_PERCENTILE, METHODS, load_calibration
+from .onnxruntime import quantize_cpu_onnx
+from .orchestrator import TARGETS, QuantizeResult, quantize
+from .tensorrt import QUANTIZERS, export_qdq_onnx, quantize_tensorrt_model
+
+__all__ = ["quantize", "QuantizeResult", "load_calibration", "TARGETS", "METHODS", "QUANTIZERS",
+           "quantize_tensorrt_model", "quantize_cpu_onnx", "export_qdq_onnx", "DEFAULT_CALIB_IMAGES",
+           "DEFAULT_CALIB_SIZE", "DEFAULT_PERCENTILE"]

@@ -1,0 +1,81 @@
+"""Calibration data for INT8 quantization and the ``--exclude`` patterns both targets take.
+
+Torch-free (numpy + OpenCV): crops of the user's images, AWGN added when the model is a denoiser
+(calibrating a denoiser on clean frames is a bug, ARCHITECTURE.md section 5).
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable
+
+import numpy as np
+
+from mirnet.sdk.errors import ConfigError
+
+__all__ = ["load_calibration", "split_patterns", "METHODS", "DEFAULT_CALIB_IMAGES", "DEFAULT_CALIB_SIZE",
+           "DEFAULT_PERCENTILE"]
+
+METHODS = ("max", "entropy", "percentile")
+DEFAULT_CALIB_IMAGES = 32
+DEFAULT_CALIB_SIZE = 128
+DEFAULT_PERCENTILE = 99.99
+
+
+def load_calibration(folder: str | os.PathLike, *, n: int = DEFAULT_CALIB_IMAGES, size: int = DEFAULT_CALIB_SIZE,
+                     multiple: int = 4, sigma: float | None = None, seed: int = 0) -> np.ndarray:
+    """``n`` calibration crops ``N x 3 x S x S`` (float32 RGB [0, 1]) from the images in ``folder``:
+    each a random rescale (0.5-1x, never below ``S``) and random ``S x S`` crop of an image
+    (images cycled in a seeded random order), randomly flipped; ``S`` is ``size`` rounded up to
+    ``multiple``. With ``sigma`` (0-255 units) AWGN is added and the result clipped to [0, 1], like
+    the noisy camera frames a denoiser sees in use."""
+    import cv2
+
+    from mirnet.sdk.media import list_images, load_rgb
+
+    for name, value, lo in (("--calib-images", n, 1), ("calibration size", size, 8)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
+            raise ConfigError(f"{name} {value!r}: give an integer >= {lo}")
+    if sigma is not None and not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma >= 0):
+        raise ConfigError(f"--calib-sigma {sigma!r}: AWGN sigma in 0-255 units, >= 0 (e.g. 25)")
+    size = -(-int(size) // multiple) * multiple
+    files = list_images(folder)
+    rng = np.random.default_rng(seed)
+    noise_rng = np.random.default_rng([seed, 1])  # separate: the crops do not depend on sigma
+    order = rng.permutation(len(files))
+    cache: dict[int, np.ndarray] = {}
+    out = np.empty((n, 3, size, size), dtype=np.float32)
+    for i in range(n):
+        k = int(order[i % len(files)])
+        if k not in cache:
+            cache[k] = load_rgb(files[k])
+        img = cache[k]
+        h, w = img.shape[:2]
+        lo = size / min(h, w)
+        scale = float(rng.uniform(max(0.5, lo), max(1.0, lo)))
+        if abs(scale - 1.0) > 1e-6:
+            nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+            img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+            h, w = img.shape[:2]
+        y, x = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
+        crop = img[y:y + size, x:x + size]
+        if rng.random() < 0.5:
+            crop = crop[:, ::-1]
+        if sigma:
+            crop = np.clip(crop + noise_rng.normal(0.0, sigma / 255.0, crop.shape), 0.0, 1.0)
+        out[i] = crop.transpose(2, 0, 1)
+        if len(cache) > 64:
+            cache.clear()
+    return out
+
+
+def split_patterns(exclude: Iterable[str] | str | None) -> list[str]:
+    """``--exclude`` values (repeated and/or comma-separated) as a list of unique patterns."""
+    if exclude is None:
+        return []
+    if isinstance(exclude, str):
+        exclude = [exclude]
+    out = []
+    for item in exclude:
+        out += [p.strip() for p in str(item).split(",") if p.strip()]
+    return list(dict.fromkeys(out))
