@@ -195,7 +195,7 @@ setup(
     python_requires=">=3.10",
     packages=packages,
     package_dir=package_dir,
-    package_data={"mirnet.sdk.zoo": ["*.safetensors", "*.json"], "mirnet.train": ["configs/*.yaml"]},
+    package_data={"mirnet.sdk.zoo": ["*.safetensors", "*.onnx", "*.json"], "mirnet.train": ["configs/*.yaml"]},
     install_requires=["numpy>=1.24", "opencv-python-headless>=4.8", "tqdm>=4.60"],
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["mirnet = mirnet.sdk.cli:run"]},

@@ -1,11 +1,10 @@
 """Backends by file suffix: ``.engine``/``.plan`` TensorRT, ``.onnx`` ONNX Runtime,
-``.safetensors``/``.pth`` PyTorch (or ONNX Runtime through a cached export). Heavy imports happen
-only when a backend is opened."""
+``.safetensors``/``.pth`` PyTorch. A bundled model name runs its shipped ONNX export on ONNX
+Runtime, or its weights on PyTorch. Heavy imports happen only when a backend is opened."""
 from __future__ import annotations
 
 import importlib.util
 import os
-from pathlib import Path
 
 from ..errors import ArtifactError, ConfigError, MissingDependencyError
 from .base import Backend, InputSpec
@@ -15,38 +14,6 @@ __all__ = ["Backend", "InputSpec", "open_backend", "BACKENDS"]
 BACKENDS = ("auto", "ort", "torch", "trt")
 ENGINE_SUFFIXES = (".engine", ".plan")
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt")
-
-
-def cache_dir() -> Path:
-    """Where exports of weights for ONNX Runtime are cached (``MIRNET_CACHE`` overrides)."""
-    root = os.environ.get("MIRNET_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mirnet-edge")
-    return Path(root)
-
-
-def cached_onnx(weights: Path) -> Path:
-    """An ONNX export of ``weights``, made once (needs torch) and reused while the weights match."""
-    from .. import artifact
-
-    digest = artifact.sha256_file(weights)[:16]
-    target = cache_dir() / f"{weights.stem}-{digest}.onnx"
-    if target.is_file():
-        try:
-            artifact.read_manifest(target, kind="onnx")
-            return target
-        except ArtifactError:
-            pass  # damaged or half-written cache entry: export again
-    if importlib.util.find_spec("torch") is None:
-        raise MissingDependencyError(
-            f"{weights.name} is PyTorch weights; running it with ONNX Runtime needs a one-time export "
-            f"with torch (pip install 'mirnet-edge[torch]'), or pass an .onnx made by `mirnet export onnx`")
-    from mirnet.optimize.export_onnx import export_onnx
-
-    from ..model import load_model
-
-    manifest = artifact.read_manifest(weights, kind="weights") if weights.suffix == ".safetensors" else {}
-    export_onnx(load_model(weights), target, variant=manifest.get("variant"), source=weights)
-    return target
 
 
 def _gpu_index(device: str | int) -> int:
@@ -62,16 +29,31 @@ def _gpu_index(device: str | int) -> int:
     raise ConfigError(f"device {device!r}: TensorRT engines run on a GPU; use cuda or cuda:N")
 
 
+def _has(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
 def open_backend(model: str | os.PathLike, backend: str = "auto", *, threads: int | None = None,
                  device: str = "cpu") -> Backend:
     """Open ``model`` (a path or a bundled name) with ``backend`` (auto, ort, torch or trt).
 
-    TensorRT engines always run on a GPU: ``device`` ``cpu``/``cuda`` means GPU 0, ``cuda:N`` GPU N."""
+    ``auto``: a bundled name runs its shipped ONNX on ONNX Runtime on the CPU (its weights on
+    PyTorch for a CUDA ``device`` or without onnxruntime); ``.onnx`` runs on ONNX Runtime,
+    weights on PyTorch, engines on TensorRT. TensorRT engines always run on a GPU: ``device``
+    ``cpu``/``cuda`` means GPU 0, ``cuda:N`` GPU N."""
     from .. import zoo
 
     if backend not in BACKENDS:
         raise ConfigError(f"backend {backend!r}: valid backends are {BACKENDS}")
-    path = zoo.resolve_weights(model)
+    if zoo.is_bundled_name(model):
+        name = str(model)
+        if backend == "trt":
+            raise ConfigError(f"--backend trt runs TensorRT engines; build one for {name!r} with "
+                              f"`mirnet build-engine {name}.onnx -o {name}.engine` on the target GPU")
+        use_torch = backend == "torch" or (backend == "auto" and (device != "cpu" or not _has("onnxruntime")))
+        path = zoo.bundled()[name] if use_torch else zoo.bundled_onnx(name)
+    else:
+        path = zoo.resolve_weights(model)
     suffix = path.suffix.lower()
     if suffix in ENGINE_SUFFIXES:
         if backend not in ("auto", "trt"):
@@ -91,12 +73,14 @@ def open_backend(model: str | os.PathLike, backend: str = "auto", *, threads: in
     if suffix not in WEIGHT_SUFFIXES:
         raise ArtifactError(f"{path}: unknown model suffix {suffix!r}; expected .onnx, "
                             f"{', '.join(WEIGHT_SUFFIXES)} or {', '.join(ENGINE_SUFFIXES)}")
-    want_ort = backend == "ort" or (
-        backend == "auto" and device == "cpu" and importlib.util.find_spec("onnxruntime") is not None)
-    if want_ort:
-        from .onnxruntime import OrtBackend
-
-        return OrtBackend(cached_onnx(path), threads=threads)
+    export = f"mirnet export onnx {path} -o {path.with_suffix('.onnx').name}"
+    if backend == "ort":
+        raise ConfigError(f"{path}: ONNX Runtime runs .onnx files, not PyTorch weights; export them once "
+                          f"(`{export}`, needs torch) and pass the .onnx, or use --backend torch")
+    if not _has("torch"):
+        raise MissingDependencyError(
+            f"{path.name} is PyTorch weights and torch is not installed: pip install 'mirnet-edge[torch]', "
+            f"or export them once to ONNX on a machine with torch (`{export}`) and run the .onnx")
     from .torch import TorchBackend
 
     return TorchBackend(path, device=device, threads=threads)

@@ -1,4 +1,9 @@
-"""Weights bundled with the package, addressable by name (``mirnet restore --model NAME``)."""
+"""Models bundled with the package, addressable by name (``mirnet restore --model NAME``).
+
+Each bundled model ships as PyTorch weights (``NAME.safetensors``, for training, pruning and the
+torch backend) and as their ONNX export (``NAME.onnx``, for ONNX Runtime and OpenVINO), so an
+edge box runs the bundled models without torch. Both have manifests; the export's manifest names
+the weights' sha256 as its source (a test re-exports and compares)."""
 from __future__ import annotations
 
 import os
@@ -13,6 +18,23 @@ DEFAULT_MODEL = "denoise-lite"
 def bundled() -> dict[str, Path]:
     """Name -> weights path of every bundled model."""
     return {p.stem: p for p in sorted(ZOO_DIR.glob("*.safetensors"))}
+
+
+def bundled_onnx(name: str) -> Path:
+    """The shipped ONNX export of bundled model ``name``."""
+    models = bundled()
+    if name not in models:
+        raise ArtifactError(f"{name!r} is not a bundled model; bundled models: {sorted(models) or 'none'}")
+    path = ZOO_DIR / f"{name}.onnx"
+    if not path.is_file():
+        raise ArtifactError(f"this install lacks {path.name}, the ONNX export of the bundled {name!r}; "
+                            f"reinstall mirnet-edge (pip install --force-reinstall mirnet-edge)")
+    return path
+
+
+def is_bundled_name(path_or_name: str | os.PathLike) -> bool:
+    """True for the name of a bundled model that is not also an existing path."""
+    return not Path(path_or_name).exists() and str(path_or_name) in bundled()
 
 
 def resolve_weights(path_or_name: str | os.PathLike) -> Path:

@@ -1,8 +1,9 @@
 """Tests for mirnet.sdk.Restorer: numbers against a manual pipeline, backends, image kinds,
-tiling, errors, the torch-free import path and the cached ONNX export of the ``auto`` backend."""
+tiling, errors, the torch-free import path and which runtime ``auto`` picks."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -267,33 +268,23 @@ def test_torch_free_subprocess(tiny_onnx):
     assert "shape (21, 30, 3) uint8 ort" in proc.stdout
 
 
-def test_torch_free_weights_need_export_once(tiny_weights, tmp_path):
-    """Without torch, weights run through ONNX Runtime only once an export is cached."""
-    pytest.importorskip("torch")
+def test_torch_free_weights_name_the_export(tiny_weights, tmp_path):
+    """Without torch, PyTorch weights are refused with the export command and the install hint."""
     code = textwrap.dedent(f"""
         import sys
         sys.modules["torch"] = None
-        import numpy as np
         from mirnet.sdk import MissingDependencyError, Restorer
         try:
             Restorer({str(tiny_weights)!r})
         except MissingDependencyError as exc:
             print("missing:", exc)
-        else:
-            print("opened")
     """)
-    env = dict(os.environ, MIRNET_CACHE=str(tmp_path / "cache"))
-    run = lambda: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,  # noqa: E731
-                                 timeout=120, env=env)
-    proc = run()
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, MIRNET_CACHE=str(tmp_path / "cache")))
     assert proc.returncode == 0, proc.stderr
     assert "missing:" in proc.stdout and "mirnet export onnx" in proc.stdout
-    with pytest.MonkeyPatch.context() as mp:  # make the export with torch, in this process
-        mp.setenv("MIRNET_CACHE", str(tmp_path / "cache"))
-        Restorer(tiny_weights).close()
-    proc = run()
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "opened"
+    assert "mirnet-edge[torch]" in proc.stdout
+    assert not (tmp_path / "cache").exists()  # nothing exported behind the user's back
 
 
 def test_import_does_not_import_torch():
@@ -304,40 +295,31 @@ def test_import_does_not_import_torch():
     assert proc.stdout.strip() == "False"
 
 
-# ---------------------------------------------------------------------------- auto backend cache
+# ---------------------------------------------------------------------------- backend choice
 
 
-def test_auto_backend_uses_cached_onnx(tiny_weights, tmp_path, monkeypatch, ort_restorer):
-    pytest.importorskip("torch")
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("MIRNET_CACHE", str(cache))
-    img = noisy(20, 28, seed=11)
-    with Restorer(tiny_weights) as r:
-        assert r.backend.name == "ort"
-        first = r.restore(img)
-    onnx_files = list(cache.glob("*.onnx"))
-    assert len(onnx_files) == 1, list(cache.iterdir())
-    cached = onnx_files[0]
-    assert cached.with_name(cached.name + ".json").is_file()
-    mtime = cached.stat().st_mtime_ns
-
-    with Restorer(tiny_weights, backend="auto") as r:
-        assert r.backend.name == "ort"
-        assert r.backend.path == cached
-        second = r.restore(img)
-    assert cached.stat().st_mtime_ns == mtime
-    assert list(cache.glob("*.onnx")) == [cached]
-    np.testing.assert_array_equal(first, second)
-    # the export computes the same numbers as the fixture's export
-    np.testing.assert_array_equal(first, ort_restorer.restore(img))
-
-
-def test_damaged_cache_entry_is_exported_again(tiny_weights, tmp_path, monkeypatch, ort_restorer):
+def test_auto_runs_weights_on_torch_and_onnx_on_ort(tiny_weights, tiny_onnx, tmp_path, monkeypatch, ort_restorer):
     pytest.importorskip("torch")
     monkeypatch.setenv("MIRNET_CACHE", str(tmp_path / "cache"))
-    img = noisy(20, 28, seed=12)
+    img = noisy(20, 28, seed=11)
     with Restorer(tiny_weights) as r:
-        cached = r.backend.path
-    cached.write_bytes(cached.read_bytes()[:100])  # truncated, as a killed export would leave it
-    with Restorer(tiny_weights) as r:
-        np.testing.assert_array_equal(r.restore(img), ort_restorer.restore(img))
+        assert r.backend.name == "torch"
+        out = r.restore(img)
+    assert not (tmp_path / "cache").exists()
+    assert np.abs(out.astype(int) - ort_restorer.restore(img)).max() <= 1  # same network, two runtimes
+    with pytest.raises(ConfigError, match="mirnet export onnx"):
+        Restorer(tiny_weights, backend="ort")
+    with pytest.raises(ConfigError, match="not torch"):
+        Restorer(tiny_onnx, backend="torch")
+
+
+def test_bundled_name_runs_its_shipped_onnx(tmp_path, monkeypatch):
+    from mirnet.sdk import zoo
+
+    monkeypatch.setenv("MIRNET_CACHE", str(tmp_path / "cache"))
+    with Restorer(zoo.DEFAULT_MODEL) as r:
+        assert r.backend.name == "ort" and r.backend.path == zoo.bundled_onnx(zoo.DEFAULT_MODEL)
+    assert not (tmp_path / "cache").exists()
+    if importlib.util.find_spec("torch"):
+        with Restorer(zoo.DEFAULT_MODEL, backend="torch") as r:
+            assert r.backend.name == "torch"

@@ -28,3 +28,26 @@ def test_lowlight_lite_brightens_a_dark_frame(tmp_path, monkeypatch):
     with Restorer("lowlight-lite") as restorer:
         out = restorer.restore(dark)
     assert out.mean() > 4 * dark.mean()
+
+
+@pytest.mark.parametrize("name", ["denoise-lite", "lowlight-lite"])
+def test_shipped_onnx_is_the_export_of_the_shipped_weights(name, tmp_path):
+    """The ONNX that edge installs run must be today's export of today's weights: same source hash,
+    same config, and a fresh export computes the same numbers."""
+    pytest.importorskip("torch")
+    ort = pytest.importorskip("onnxruntime")
+    from mirnet.optimize.export_onnx import export_onnx
+    from mirnet.sdk.model import load_model
+
+    weights, shipped = zoo.bundled()[name], zoo.bundled_onnx(name)
+    manifest = artifact.read_manifest(shipped, kind="onnx")
+    assert manifest["source"]["sha256"] == artifact.sha256_file(weights), (
+        f"{shipped.name} was exported from other weights: re-export with "
+        f"`mirnet export onnx {name} -o sdk/zoo/{name}.onnx --force`")
+    assert manifest["config"] == artifact.read_manifest(weights, kind="weights")["config"]
+    assert manifest["variant"] == "lite" and manifest["precision"] == "fp32"
+    fresh = export_onnx(load_model(weights), tmp_path / "fresh.onnx", source=weights)
+    x = np.random.default_rng(0).random((1, 3, 48, 64), dtype=np.float32)
+    outs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+            for p in (shipped, fresh)]
+    np.testing.assert_allclose(outs[0], outs[1], atol=1e-5)
