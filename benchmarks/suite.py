@@ -11,7 +11,9 @@ import numpy as np
 
 from mirnet.sdk.errors import ConfigError
 
-from .harness import PeakRSS, machine_info, time_fn
+from mirnet.sdk.timing import time_fn
+
+from .harness import PeakRSS, machine_info
 
 DEFAULT_SIZES = ((256, 256), (360, 640), (720, 1280), (1080, 1920))
 BASELINES = ("nlm", "mirnet-v2-full")
@@ -47,9 +49,10 @@ class Runner:
 
 
 def _model_runners(model: str, threads: int) -> list[Runner]:
+    """ONNX Runtime for .onnx, TensorRT for engines; weights (and bundled names) on eager PyTorch
+    and on ONNX Runtime through their ONNX export (the shipped one for bundled models)."""
     from mirnet.sdk import artifact, zoo
     from mirnet.sdk.backends import open_backend
-
     from mirnet.sdk.model import VARIANTS
 
     trained = True
@@ -58,26 +61,26 @@ def _model_runners(model: str, threads: int) -> list[Runner]:
     else:
         path = zoo.resolve_weights(model)
     label = path.stem if path.stem != "best" else f"{path.parent.name}/{path.stem}"
-    runners = []
     if path.suffix in (".onnx", ".engine", ".plan"):
         label = path.name if path.stem != "best" else f"{path.parent.name}/{path.name}"
     if path.suffix == ".onnx":
         manifest = artifact.read_manifest(path, kind="onnx")
         b = open_backend(path, "ort", threads=threads)
-        runners.append(Runner(label, "onnxruntime", manifest["precision"], b.infer, b.input_spec.pad_multiple,
-                              threads=threads))
-        return runners
+        return [Runner(label, "onnxruntime", manifest["precision"], b.infer, b.input_spec.pad_multiple,
+                       threads=threads)]
     if path.suffix in (".engine", ".plan"):
         b = open_backend(path)
-        runners.append(Runner(label, "tensorrt", b.manifest["precision"], b.infer, b.input_spec.pad_multiple))
-        return runners
+        return [Runner(label, "tensorrt", b.manifest["precision"], b.infer, b.input_spec.pad_multiple)]
+    from mirnet.optimize.export_onnx import cached_export
     from mirnet.sdk.model import load_model
     from mirnet.sdk.model.complexity import count_macs, count_params
 
     net = load_model(path)
     params, gmac = count_params(net), count_macs(net, 256, 256) / 1e9
-    for name in ("torch", "ort"):
-        b = open_backend(path, name, threads=threads)
+    onnx = zoo.bundled_onnx(model) if zoo.is_bundled_name(model) else cached_export(path)
+    runners = []
+    for name, artifact_path in (("torch", path), ("ort", onnx)):
+        b = open_backend(artifact_path, name, threads=threads)
         runners.append(Runner(label, "pytorch-eager" if name == "torch" else "onnxruntime", "fp32", b.infer,
                               b.input_spec.pad_multiple, params, gmac, trained=trained, threads=threads))
     return runners
@@ -87,7 +90,7 @@ def _random_weights(variant: str) -> Path:
     """Randomly initialised weights of a variant, saved once in the cache (for speed rows)."""
     import torch
 
-    from mirnet.sdk.backends import cache_dir
+    from mirnet.sdk.artifact import cache_dir
     from mirnet.sdk.model import create_model, save_weights
 
     path = cache_dir() / "bench" / f"{variant}-random.safetensors"
@@ -101,19 +104,12 @@ def _baseline_runners(names: list[str], threads: int) -> list[Runner]:
     runners = []
     for name in names:
         if name == "nlm":
-            from mirnet.train.evaluate import NLM_PARAMS
+            from mirnet.sdk.evaluate import nlm
 
-            import cv2
+            def nlm_batch(x: np.ndarray) -> np.ndarray:
+                return np.stack([nlm(img.transpose(1, 2, 0)).transpose(2, 0, 1) for img in x])
 
-            def nlm(x: np.ndarray) -> np.ndarray:
-                out = []
-                for img in x:
-                    u8 = (np.clip(img.transpose(1, 2, 0)[..., ::-1], 0, 1) * 255 + 0.5).astype(np.uint8)
-                    den = cv2.fastNlMeansDenoisingColored(u8, None, **NLM_PARAMS)
-                    out.append(den[..., ::-1].transpose(2, 0, 1).astype(np.float32) / 255)
-                return np.stack(out)
-
-            runners.append(Runner("opencv-nlm", "opencv", "uint8", nlm, 1))
+            runners.append(Runner("opencv-nlm", "opencv", "uint8", nlm_batch, 1))
         elif name == "mirnet-v2-full":
             import torch
 
@@ -135,27 +131,17 @@ def _baseline_runners(names: list[str], threads: int) -> list[Runner]:
     return runners
 
 
-def _pad(x: np.ndarray, m: int) -> np.ndarray:
-    h, w = x.shape[-2:]
-    return np.pad(x, ((0, 0), (0, 0), (0, -h % m), (0, -w % m)), mode="reflect") if (h % m or w % m) else x
-
-
 def quality(runner: Runner, evalset) -> dict:
     """Mean PSNR/SSIM of ``runner`` on (degraded, clean) float HWC pairs, output clipped to [0, 1]."""
-    from mirnet.train.metrics import psnr, ssim
+    from mirnet.sdk.evaluate import score
+    from mirnet.sdk.ops import run_padded
 
-    ps, ss = [], []
-    for degraded, clean in evalset:
-        h, w = degraded.shape[:2]
-        x = _pad(np.ascontiguousarray(degraded.transpose(2, 0, 1))[None].astype(np.float32), runner.pad_multiple)
-        y = np.clip(runner.infer(x)[0, :, :h, :w].transpose(1, 2, 0), 0, 1)
-        ps.append(psnr(y, clean))
-        ss.append(ssim(y, clean))
-    return {"psnr_db": float(np.mean(ps)), "ssim": float(np.mean(ss))}
+    result = score(lambda degraded: run_padded(runner.infer, degraded, multiple=runner.pad_multiple), evalset)
+    return {"psnr_db": result["psnr"], "ssim": result["ssim"]}
 
 
 def run(models: list[str], *, sizes=DEFAULT_SIZES, batch: int = 1, threads: int = 1,
-        baselines: list[str] = list(BASELINES), quality_data: str | None = None, sigma: float = 25,
+        baselines: tuple[str, ...] | list[str] = BASELINES, quality_data: str | None = None, sigma: float = 25,
         quality_limit: int = 8, quality_crop: int | None = 256, min_seconds: float = 2.0,
         max_seconds_per_run: float = 15.0, progress=None) -> dict:
     """Measure every (artifact, backend) x size. A runner whose single run exceeds
@@ -164,7 +150,7 @@ def run(models: list[str], *, sizes=DEFAULT_SIZES, batch: int = 1, threads: int 
     runners = [r for m in models for r in _model_runners(m, threads)] + _baseline_runners(baselines, threads)
     evalset = None
     if quality_data:
-        from mirnet.train.data import EvalSet
+        from mirnet.sdk.evalsets import EvalSet
 
         evalset = EvalSet.from_clean(quality_data, sigma, limit=quality_limit, crop=quality_crop)
     rows = []
@@ -182,7 +168,8 @@ def run(models: list[str], *, sizes=DEFAULT_SIZES, batch: int = 1, threads: int 
             if too_slow:
                 rows.append({**row, "skipped": f"slower than {max_seconds_per_run:g} s per run at a smaller size"})
                 continue
-            x = _pad(rng.random((batch, 3, h, w), dtype=np.float32), runner.pad_multiple)
+            m = runner.pad_multiple
+            x = rng.random((batch, 3, -(-h // m) * m, -(-w // m) * m), dtype=np.float32)
             with PeakRSS() as mem:
                 timing = time_fn(lambda: runner.infer(x), warmup=1, min_runs=3, min_seconds=min_seconds)
             row.update(timing, fps=1000 * batch / timing["p50_ms"], peak_rss_mb=mem.mb,
@@ -196,6 +183,15 @@ def run(models: list[str], *, sizes=DEFAULT_SIZES, batch: int = 1, threads: int 
         "quality": None if evalset is None else {"data": str(quality_data), "sigma": sigma, "limit": quality_limit,
                                                  "crop": quality_crop, "protocol": evalset.description},
         "min_seconds": min_seconds}, "rows": rows}
+
+
+def run_micro(model: str, *, threads: int = 1) -> dict:
+    """The pre/post kernels (numpy vs C++ vs CUDA) at 1080p and the stream pipeline's efficiency
+    (end-to-end vs infer-only fps) on ``model``, with the machine record."""
+    from . import ops, stream
+
+    return {"machine": machine_info(), "ops": ops.run(sizes=[(1080, 1920)]),
+            "stream": stream.run(model, threads=threads)}
 
 
 def save(result: dict, out: str | Path) -> Path:

@@ -126,6 +126,72 @@ def test_restore_mixed_inputs(tmp_path, tiny_onnx):
     assert not leftovers(out)
 
 
+def test_restore_video_progress_bar_unless_quiet(tmp_path, tiny_onnx, capsys):
+    src = tmp_path / "clip.mp4"
+    write_video(src, frames=3)
+    out = tmp_path / "out"
+    assert main(["restore", str(src), "-o", str(out), "--model", str(tiny_onnx)]) == 0
+    assert "clip.mp4: " in capsys.readouterr().err  # the per-video bar
+    assert restore(src, "-o", out, "--model", tiny_onnx, "--force") == 0
+    assert "clip.mp4: " not in capsys.readouterr().err
+    assert len(read_video(out / "clip.mp4")[0]) == 3
+
+
+def test_restore_bad_videos_among_good_files_one_model(tmp_path, tiny_onnx, capsys, monkeypatch):
+    import mirnet.sdk.restorer
+
+    opened = []
+
+    class Counting(Restorer):
+        def __init__(self, *args, **kwargs):
+            opened.append(args)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(mirnet.sdk.restorer, "Restorer", Counting)
+    src = tmp_path / "in"
+    src.mkdir()
+    write_video(src / "a.mp4", frames=3)
+    write_video(src / "b.mp4", frames=2)
+    cv2.imwrite(str(src / "c.png"), image(seed=9))
+    cv2.VideoWriter(str(src / "empty.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (48, 32)).release()
+    (src / "junk.mp4").write_bytes(b"not a video")
+    out = tmp_path / "out"
+    assert restore(src, "-o", out, "--model", tiny_onnx) == 1
+    err = capsys.readouterr().err
+    assert f"{src / 'empty.avi'}: video holds no decodable frames" in err
+    assert f"{src / 'junk.mp4'}: not a readable video" in err
+    assert "restored 3 file(s)" in err and "2 failed" in err
+    assert [len(read_video(out / n)[0]) for n in ("a.mp4", "b.mp4")] == [3, 2]
+    assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "b.mp4", "c.png"]
+    assert len(opened) == 1  # the model is opened once for every file
+
+
+def test_restore_video_interrupted_leaves_nothing(tmp_path, tiny_onnx, capsys, monkeypatch):
+    from mirnet.sdk.cli import restore as cli_restore
+
+    real = cli_restore.progress
+
+    def interrupting(iterable=None, **kwargs):
+        bar = real(iterable, **kwargs)
+        if iterable is None:  # a video's frame bar: Ctrl-C at the third frame
+            frames = []
+
+            def update(n=1):
+                frames.append(n)
+                if len(frames) == 3:
+                    raise KeyboardInterrupt
+            bar.update = update
+        return bar
+
+    monkeypatch.setattr(cli_restore, "progress", interrupting)
+    src = tmp_path / "clip.mp4"
+    write_video(src, frames=6)
+    out = tmp_path / "out"
+    assert restore(src, "-o", out, "--model", tiny_onnx) == 130
+    assert "mirnet: interrupted" in capsys.readouterr().err
+    assert list(out.iterdir()) == []  # no output, no partial file
+
+
 def test_restore_corrupt_image(tmp_path, tiny_onnx, capsys):
     src = tmp_path / "in"
     src.mkdir()

@@ -1,0 +1,71 @@
+"""``mirnet info`` (an artifact's manifest) and ``mirnet variants`` (the named network configurations)."""
+from __future__ import annotations
+
+import json
+
+from ..errors import require
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("info", help="print an artifact's manifest")
+    p.add_argument("artifact", help="a .safetensors, .onnx or .engine file, or a bundled model name")
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    p.add_argument("--no-verify", action="store_true", help="skip the sha256 check")
+    p.set_defaults(func=run_info)
+
+    p = sub.add_parser("variants", help="list the named network configurations")
+    p.add_argument("--macs", action="store_true", help="also count parameters and MACs (needs torch)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_variants)
+
+
+def run_info(args) -> int:
+    from .. import artifact, zoo
+
+    path = zoo.resolve_weights(args.artifact)
+    manifest = artifact.read_manifest(path, verify=not args.no_verify)
+    if args.json:
+        print(json.dumps(manifest, indent=2))
+        return 0
+    io = manifest["io"]
+    print(f"{path}  ({manifest['kind']}, {manifest['precision']})")
+    print(f"  variant   {manifest.get('variant') or '-'}")
+    print(f"  sha256    {manifest['sha256']}")
+    print(f"  created   {manifest.get('created', '-')}")
+    print(f"  input     {io['input']['name']} N x {io['input']['channels']} x H x W {io['input']['dtype']} "
+          f"{io['input']['color']} {io['input']['range']}, H and W multiples of {io['input']['pad_multiple']}")
+    print(f"  output    {io['output']['name']} N x {io['output']['channels']} x H*{io['output']['scale']} "
+          f"x W*{io['output']['scale']}")
+    print("  config    " + ", ".join(f"{k}={v}" for k, v in manifest["config"].items()))
+    if manifest.get("source"):
+        print(f"  source    {manifest['source']['file']} ({manifest['source']['sha256'][:16]}...)")
+    for key in ("opset", "parity", "build", "training", "metrics"):
+        if manifest.get(key) is not None:
+            print(f"  {key:<9} {json.dumps(manifest[key])}")
+    return 0
+
+
+def run_variants(args) -> int:
+    from ..model import VARIANTS
+
+    if args.macs:
+        require("torch", "torch")
+    rows = []
+    for name, cfg in VARIANTS.items():
+        row = {"variant": name, **cfg.to_dict()}
+        if args.macs:
+            from ..model import create_model
+            from ..model.complexity import count_macs, count_params
+
+            model = create_model(name).eval()
+            row["params"] = count_params(model)
+            row["gmac_256"] = round(count_macs(model, 256, 256) / 1e9, 3)
+        rows.append(row)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        extra = f"  params={row['params']:,}  GMAC/256x256={row['gmac_256']}" if args.macs else ""
+        cfg = ", ".join(f"{k}={v}" for k, v in row.items() if k not in ("variant", "params", "gmac_256"))
+        print(f"{row['variant']:<20}{extra}\n    {cfg}")
+    return 0

@@ -1,0 +1,99 @@
+"""``mirnet stream``: restore a live or recorded stream in real time."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ..artifact import check_overwrite
+from ..errors import InputError
+from ..zoo import DEFAULT_MODEL
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("stream", help="restore a live or recorded stream in real time",
+                       description="Restore frames from SOURCE to SINK through an overlapped pipeline. "
+                       "SOURCE: video file, image folder, camera index, v4l2:///dev/videoN, rtsp://, "
+                       "http(s):// (MJPEG), gst://PIPELINE, csi://N. SINK: video file, folder, "
+                       "display://, rtsp://, rtp://host:port, null://. Ctrl-C (SIGINT) or SIGTERM "
+                       "finishes the frames in flight and closes the output (a playable file); a "
+                       "second signal stops at once.")
+    p.add_argument("source", metavar="SOURCE")
+    p.add_argument("sink", metavar="SINK")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"bundled name or .onnx/.safetensors/.pth "
+                   f"(default {DEFAULT_MODEL})")
+    p.add_argument("--backend", default="auto", choices=("auto", "ort", "torch"))
+    p.add_argument("--threads", type=int, default=None, help="inference threads (default 1 for ORT)")
+    p.add_argument("--tile", type=int, default=None, metavar="N", help="tile size (default: automatic, 0: never)")
+    p.add_argument("--policy", choices=("latest", "block"), default=None,
+                   help="latest: drop stale frames to stay real time; block: lose nothing "
+                        "(default: latest for live sources, block for files and folders)")
+    p.add_argument("--batch", type=int, default=1, metavar="N", help="frames per inference call (default 1)")
+    p.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after reading N frames")
+    p.add_argument("--side-by-side", action="store_true", help="write input | output side by side")
+    p.add_argument("--fps", type=float, default=None, help="frame rate of the output (default: the source's)")
+    p.add_argument("--stats-json", default=None, metavar="FILE",
+                   help="write statistics as JSON, periodically and at the end")
+    p.add_argument("--stats-interval", type=float, default=1.0, metavar="SECONDS",
+                   help="how often --stats-json is rewritten (default 1)")
+    p.add_argument("--prometheus", type=int, default=None, metavar="PORT",
+                   help="serve Prometheus metrics at http://127.0.0.1:PORT/metrics while running")
+    p.add_argument("--reconnect-attempts", type=int, default=10, metavar="N",
+                   help="failed reconnections in a row before a live source gives up (default 10, 0: never)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    p.add_argument("-q", "--quiet", action="store_true", help="no status line or summary")
+    p.set_defaults(func=run)
+
+
+def _stream_output_file(sink: str) -> Path | None:
+    """The local video file a stream SINK names, if it names one (for the overwrite check)."""
+    from ..media import kind_of
+
+    path = sink[len("file://"):] if sink.startswith("file://") else None if "://" in sink else sink
+    return Path(path) if path and kind_of(path) == "video" else None
+
+
+def run(args) -> int:
+    import logging
+    import signal
+    import threading
+
+    from ..stream import Reconnect, Stream
+
+    out = _stream_output_file(args.sink)
+    if out is not None:
+        check_overwrite(out, args.force)
+    if out is not None and Path(args.source).exists() and out.resolve() == Path(args.source).resolve():
+        raise InputError(f"{out}: the output would overwrite the source; choose another SINK")
+    logger = logging.getLogger("mirnet.stream")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        lead = "\n" if sys.stderr.isatty() and not args.quiet else ""  # off the live status line
+        handler.setFormatter(logging.Formatter(lead + "mirnet stream: %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    stream = Stream(args.source, args.sink, model=args.model, backend=args.backend, threads=args.threads,
+                    tile=args.tile, policy=args.policy, batch=args.batch, side_by_side=args.side_by_side,
+                    max_frames=args.max_frames, stats_json=args.stats_json, stats_interval=args.stats_interval,
+                    prometheus=args.prometheus, status=not args.quiet, fps=args.fps,
+                    reconnect=Reconnect(max_attempts=args.reconnect_attempts or None))
+    caught: list[int] = []
+
+    def on_signal(signum, _frame):  # first: finish the frames in flight; second: stop at once
+        caught.append(signum)
+        stream.mark_interrupted()
+        stream.stop(drain=len(caught) == 1)
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        stats = stream.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if not args.quiet:
+        g = stats["glass_to_glass"]
+        print(f"mirnet stream: {stats['state']}: wrote {stats['frames']} frames to {stats['sink']} "
+              f"({stats['fps']:.1f} fps, glass-to-glass p50 {g['p50_ms'] or 0:.0f} ms, dropped {stats['dropped']}, "
+              f"reconnects {stats['reconnects']})", file=sys.stderr)
+    return 128 + caught[0] if caught else 0
