@@ -20,7 +20,7 @@ from typing import Sequence
 
 from mirnet.sdk import artifact
 from mirnet.sdk.backends import ENGINE_SUFFIXES
-from mirnet.sdk.backends.tensorrt_env import (Profile, import_tensorrt, make_logger, parse_version,
+from mirnet.sdk.backends.tensorrt_env import (Profile, import_tensorrt, installed_major, make_logger, parse_version,
                                               runtime_environment, shape_str)
 from mirnet.sdk.errors import ArtifactError, ConfigError, MirnetError, MissingDependencyError
 
@@ -355,8 +355,10 @@ def prepare_build(onnx_path: str | os.PathLike, out_path: str | os.PathLike, *, 
                   strongly_typed: bool | None = None, min_psnr_db: float | None = None,
                   gate_data: str | os.PathLike | None = None, verbose: bool = False,
                   device: int = 0) -> BuildRequest:
-    """Validate the inputs and decide the build without TensorRT (so errors and the ``trtexec``
-    command come first, on any machine)."""
+    """Validate the inputs and decide the build without importing TensorRT (so errors and the
+    ``trtexec`` command come first, on any machine), for the TensorRT major version installed
+    (:func:`~mirnet.sdk.backends.tensorrt_env.installed_major`; unknown: :func:`run_build` plans
+    again once TensorRT is imported)."""
     onnx_path, out_path = Path(onnx_path), Path(out_path)
     if out_path.suffix.lower() not in ENGINE_SUFFIXES:
         raise ConfigError(f"output {out_path}: engines must end in {' or '.join(ENGINE_SUFFIXES)} "
@@ -378,7 +380,7 @@ def prepare_build(onnx_path: str | os.PathLike, out_path: str | os.PathLike, *, 
         profiles=resolve_profiles(profiles, channels=channels, pad_multiple=pad_multiple), input_name=input_name,
         options=options, timing_cache=None if timing_cache is None else Path(timing_cache), min_psnr_db=min_psnr_db,
         gate_data=None if gate_data is None else Path(gate_data), verbose=verbose, device=device)
-    return request.planned(None)
+    return request.planned(installed_major())
 
 
 def _serialized_bytes(blob) -> bytes:

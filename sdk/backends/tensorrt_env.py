@@ -149,6 +149,26 @@ def parse_version(text: str | None) -> tuple[int, ...]:
     return tuple(int(p) for p in match.group(1).split(".")) if match else ()
 
 
+#: distributions that install the ``tensorrt`` module (PyPI, NVIDIA's index, JetPack's python3-libnvinfer)
+TRT_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11")
+
+
+def installed_major() -> int | None:
+    """The major version of the TensorRT this process would import, without importing it (an
+    already imported module's ``__version__``, else the package metadata); None when unknown."""
+    import importlib.metadata
+
+    module = sys.modules.get("tensorrt")
+    if module is not None:
+        return (parse_version(getattr(module, "__version__", None)) or (None,))[0]
+    for dist in TRT_DISTRIBUTIONS:
+        try:
+            return (parse_version(importlib.metadata.version(dist)) or (None,))[0]
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
 def rebuild_command(manifest: dict, engine_path: str | os.PathLike | None = None) -> str:
     """The ``mirnet build-engine`` command that rebuilds this engine from its source ONNX."""
     engine = manifest.get("engine") or {}

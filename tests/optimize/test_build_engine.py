@@ -390,14 +390,27 @@ def test_run_build_tensorrt_11_and_cache_mismatch(fake_trt, onnx_file, tmp_path)
         be.build_engine(onnx_file, tmp_path / "t.engine", timing_cache=tmp_path / "other.cache")
 
 
-def test_trtexec_line_and_engine_follow_one_plan(fake_trt, onnx_file, tmp_path):
+def test_trtexec_line_and_engine_follow_one_plan(fake_trt, onnx_file, tmp_path, monkeypatch):
     """TensorRT 11 builds every network strongly typed: the plan made for it drives the builder, the
-    manifest's build settings and its trtexec line alike (the preview plan, made before TensorRT was
-    imported, knew no version)."""
-    calls = fake_trt(version="11.1.0")
+    manifest's build settings and its trtexec line alike, and the line printed before the build
+    already knows the installed version (from the package metadata, without importing TensorRT)."""
+    import importlib.metadata
+
+    def metadata_version(dist):
+        if dist != "tensorrt":
+            raise importlib.metadata.PackageNotFoundError(dist)
+        return "11.1.0"
+
+    monkeypatch.delitem(sys.modules, "tensorrt", raising=False)  # not imported yet: the metadata says 11
+    monkeypatch.setattr(importlib.metadata, "version", metadata_version)
     request = be.prepare_build(onnx_file, tmp_path / "t.engine", workspace_mb=64)
-    assert not request.plan.strongly_typed and "--stronglyTyped" not in request.trtexec
-    out = be.run_build(request)
+    assert request.plan.strongly_typed and "--stronglyTyped" in request.trtexec
+    monkeypatch.undo()
+    monkeypatch.setattr(be, "installed_major", lambda: None)
+    preview = be.prepare_build(onnx_file, tmp_path / "t.engine", workspace_mb=64)  # TensorRT unknown
+    assert not preview.plan.strongly_typed and "--stronglyTyped" not in preview.trtexec
+    calls = fake_trt(version="11.1.0")
+    out = be.run_build(preview)  # re-planned for the TensorRT that builds
     m = artifact.read_manifest(out, kind="engine")
     assert calls["network_flags"] == 1 << 5 and m["engine"]["strongly_typed"] is True
     plan = be.plan_build(workspace_mb=64, onnx_precision="fp32", trt_major=11)
