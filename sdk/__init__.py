@@ -2,9 +2,10 @@
 __version__ = "0.1.0"
 
 from .errors import (ArtifactError, ConfigError, EngineMismatchError, InputError,  # noqa: E402
-                     MirnetError, MissingDependencyError, SourceError)
+                     MirnetError, MissingDependencyError, OutputError, ServerError, SourceError)
 from .restorer import Restorer  # noqa: E402
 from .stream import Stream  # noqa: E402
 
 __all__ = ["Restorer", "Stream", "MirnetError", "ConfigError", "MissingDependencyError", "ArtifactError",
-           "EngineMismatchError", "InputError", "SourceError", "__version__"]
+           "EngineMismatchError", "InputError", "SourceError", "OutputError", "ServerError",
+           "__version__"]

@@ -7,11 +7,14 @@ Artifacts are written through :func:`writer` (temporary file, validation, atomic
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import hashlib
 import json
 import os
 import platform
+import re
+import struct
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +25,14 @@ FORMAT = "mirnet-edge/manifest"
 SCHEMA_VERSION = 1
 KINDS = ("weights", "onnx", "engine")
 _REQUIRED = ("format", "schema_version", "kind", "file", "sha256", "config", "io", "precision")
+#: tensor dtypes a manifest's I/O spec may name
+IO_DTYPES = ("float32", "float16")
+#: the safetensors ``__metadata__`` key that records what defines the network (see :func:`network_record`)
+NETWORK_KEY = "mirnet.network"
+#: bounds on what :func:`read_manifest` and :func:`safetensors_metadata` parse (untrusted files)
+MAX_MANIFEST_BYTES = 16 << 20
+_MAX_SAFETENSORS_HEADER = 100 << 20
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 
 def cache_dir() -> Path:
@@ -115,8 +126,156 @@ def write_manifest(artifact: str | os.PathLike, manifest: dict) -> Path:
     return path
 
 
+def network_record(config: dict, pruned_layers: dict | None) -> str:
+    """What defines a weights file's network besides its tensors (the config and the pruned conv
+    layout), as the canonical JSON that :func:`~mirnet.sdk.model.save_weights` stores in the
+    safetensors ``__metadata__`` under :data:`NETWORK_KEY`: covered by the file's sha256, so an edited
+    manifest is detected (:func:`read_manifest`)."""
+    return json.dumps({"config": config, "pruned_layers": pruned_layers or {}}, sort_keys=True)
+
+
+def safetensors_metadata(path: str | os.PathLike) -> dict | None:
+    """The ``__metadata__`` of a safetensors file (None when it has none), read from its header
+    without loading any tensor; ArtifactError when the header is not valid safetensors."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            size = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+            if not 2 <= size <= _MAX_SAFETENSORS_HEADER:
+                raise ValueError(f"header size {size} is out of range")
+            header = json.loads(fh.read(size))
+    except (OSError, ValueError, RecursionError) as exc:
+        raise ArtifactError(f"{path}: not a readable safetensors file ({exc})") from exc
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    return metadata if isinstance(metadata, dict) else None
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _bad(path: Path, field: str, value, expected: str) -> ArtifactError:
+    return ArtifactError(
+        f"{path}: manifest field {field}={_short(value)} is invalid: expected {expected}. Manifests are "
+        f"written by mirnet, not by hand: recreate it with the command that produced the artifact")
+
+
+def _is_int(value, low: int = 1) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _check_io(path: Path, io, config) -> None:
+    """The I/O spec's shape and values, and its agreement with the (validated) ``config``."""
+    if not isinstance(io, dict) or not isinstance(io.get("input"), dict) or not isinstance(io.get("output"), dict):
+        raise _bad(path, "io", io, "a mapping with 'input' and 'output' mappings")
+    want = {"input": {"channels": config.in_channels, "pad_multiple": config.pad_multiple},
+            "output": {"channels": config.out_channels, "scale": config.scale}}
+    for side in ("input", "output"):
+        spec = io[side]
+        for key, ok, expected in (
+                ("name", isinstance(spec.get("name"), str) and spec.get("name") != "", "a tensor name"),
+                ("layout", spec.get("layout") == "NCHW", "'NCHW'"),
+                ("color", spec.get("color") == "RGB", "'RGB'"),
+                ("dtype", spec.get("dtype") in IO_DTYPES, f"one of {IO_DTYPES}"),
+                *((k, _is_int(spec.get(k)), "an integer >= 1") for k in want[side])):
+            if not ok:
+                raise _bad(path, f"io.{side}.{key}", spec.get(key), expected)
+        for key, value in want[side].items():
+            if spec[key] != value:
+                raise _bad(path, f"io.{side}.{key}", spec[key], f"{value}, what its config defines")
+
+
+def _validate(path: Path, manifest: dict) -> None:
+    """The schema check of :func:`read_manifest`: every required field's type and value, the config
+    through MIRNetV2Config's own checks, the I/O spec, the source and the pruned layout."""
+    from .errors import ConfigError
+    from .model.config import MIRNetV2Config
+
+    missing = [k for k in _REQUIRED if k not in manifest]
+    if missing:
+        raise ArtifactError(f"{path}: manifest lacks required fields {missing}")
+    version = manifest["schema_version"]
+    if not _is_int(version):
+        raise _bad(path, "schema_version", version, f"an integer from 1 to {SCHEMA_VERSION}")
+    if version > SCHEMA_VERSION:
+        raise ArtifactError(
+            f"{path}: manifest schema {version} is newer than this mirnet-edge understands "
+            f"({SCHEMA_VERSION}); upgrade with: pip install -U mirnet-edge")
+    if manifest["kind"] not in KINDS:
+        raise _bad(path, "kind", manifest["kind"], f"one of {KINDS}")
+    for key in ("file", "precision"):
+        if not isinstance(manifest[key], str) or not manifest[key]:
+            raise _bad(path, key, manifest[key], "a non-empty string")
+    if not isinstance(manifest["sha256"], str) or not _SHA256_RE.fullmatch(manifest["sha256"]):
+        raise _bad(path, "sha256", manifest["sha256"], "64 lowercase hex digits")
+    if not isinstance(manifest.get("variant"), (str, type(None))):
+        raise _bad(path, "variant", manifest["variant"], "a variant name or null")
+    config = manifest["config"]
+    if not isinstance(config, dict):
+        raise _bad(path, "config", config, "a mapping of MIRNetV2Config fields")
+    absent = sorted({f.name for f in dataclasses.fields(MIRNetV2Config)} - set(config))
+    if absent:
+        raise _bad(path, "config", config, f"every MIRNetV2Config field; missing {absent}")
+    try:
+        parsed = MIRNetV2Config.from_dict(config)
+    except ConfigError as exc:
+        raise ArtifactError(f"{path}: manifest field config is invalid: {exc}. Manifests are written by "
+                            f"mirnet, not by hand: recreate it with the command that produced the "
+                            f"artifact") from None
+    _check_io(path, manifest["io"], parsed)
+    source = manifest.get("source")
+    if source is not None and not (isinstance(source, dict) and isinstance(source.get("file"), str)
+                                   and isinstance(source.get("sha256"), str)
+                                   and _SHA256_RE.fullmatch(source["sha256"])):
+        raise _bad(path, "source", source, "null or {'file': NAME, 'sha256': 64 hex digits}")
+    pruned = manifest.get("pruned")
+    if pruned is not None:
+        layers = pruned.get("layers", {}) if isinstance(pruned, dict) else None
+        if not isinstance(layers, dict):
+            raise _bad(path, "pruned", pruned, "null or a mapping whose 'layers' maps conv names to "
+                       "[in_channels, out_channels, groups]")
+        for name, shape in layers.items():
+            if not (isinstance(shape, list) and len(shape) == 3 and all(_is_int(v) for v in shape)):
+                raise _bad(path, f"pruned.layers.{name}", shape, "[in_channels, out_channels, groups], "
+                           "positive integers")
+
+
+def _check_network(artifact: Path, manifest: dict) -> None:
+    """A weights file records its network (:func:`network_record`) in its safetensors metadata,
+    under the sha256: the manifest's config and pruned layout must be the recorded ones."""
+    recorded = (safetensors_metadata(artifact) or {}).get(NETWORK_KEY)
+    if recorded is None:
+        raise ArtifactError(
+            f"{artifact}: the file does not record its network config (no {NETWORK_KEY!r} in its "
+            f"safetensors metadata: it was saved by an older mirnet-edge or another tool), so an edited "
+            f"manifest could not be detected. If you trust its manifest, re-save it with the config "
+            f"recorded: python -c \"from mirnet.sdk.model.weights import adopt_manifest; "
+            f"adopt_manifest('{artifact}')\"")
+    try:
+        recorded = json.loads(recorded)
+    except (ValueError, RecursionError):
+        recorded = None
+    if not (isinstance(recorded, dict) and all(isinstance(recorded.get(k), dict) for k in ("config", "pruned_layers"))):
+        raise ArtifactError(f"{artifact}: its {NETWORK_KEY!r} safetensors metadata is not the record "
+                            f"save_weights writes; re-save the model with save_weights")
+    current = json.loads(network_record(manifest["config"], (manifest.get("pruned") or {}).get("layers")))
+    diffs = [f"{part}.{key}: manifest {_short(current[part].get(key))}, file {_short(recorded[part].get(key))}"
+             for part in ("config", "pruned_layers")
+             for key in sorted(set(current[part]) | set(recorded[part]))
+             if current[part].get(key) != recorded[part].get(key)]
+    if diffs:
+        raise ArtifactError(
+            f"{artifact}: its manifest {sidecar_path(artifact).name} does not describe the network saved in "
+            f"the file ({'; '.join(diffs[:6])}{' ...' if len(diffs) > 6 else ''}): the manifest was edited "
+            f"after the weights were saved. Restore the original manifest; to change the network, build "
+            f"the model with the new config and save it with save_weights")
+
+
 def read_manifest(artifact: str | os.PathLike, *, verify: bool = True, kind: str | None = None) -> dict:
-    """Read and validate ``artifact``'s sidecar. With ``verify`` the file's sha256 must match."""
+    """Read and validate ``artifact``'s sidecar (the one schema check: ArtifactError naming the
+    field). With ``verify`` the file's sha256 must match, and a weights file's recorded network
+    (config, pruned layout) must be the manifest's."""
     artifact = Path(artifact)
     path = sidecar_path(artifact)
     if not path.is_file():
@@ -124,18 +283,15 @@ def read_manifest(artifact: str | os.PathLike, *, verify: bool = True, kind: str
             f"{artifact}: manifest {path} not found. Artifacts made by mirnet have one; recreate it "
             f"with the command that produced the artifact (e.g. `mirnet export onnx WEIGHTS -o {artifact.name}`)")
     try:
+        if path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise ValueError(f"{path.stat().st_size} bytes, more than the {MAX_MANIFEST_BYTES} a manifest may have")
         manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ArtifactError(f"{path}: unreadable manifest ({exc})") from exc
+    except (OSError, ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else exc
+        raise ArtifactError(f"{path}: unreadable manifest ({reason})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ArtifactError(f"{path}: not a mirnet-edge manifest (format != {FORMAT!r})")
-    missing = [k for k in _REQUIRED if k not in manifest]
-    if missing:
-        raise ArtifactError(f"{path}: manifest lacks required fields {missing}")
-    if manifest["schema_version"] > SCHEMA_VERSION:
-        raise ArtifactError(
-            f"{path}: manifest schema {manifest['schema_version']} is newer than this mirnet-edge "
-            f"understands ({SCHEMA_VERSION}); upgrade with: pip install -U mirnet-edge")
+    _validate(path, manifest)
     if kind is not None and manifest["kind"] != kind:
         raise ArtifactError(f"{path}: manifest is for a {manifest['kind']!r} artifact, expected {kind!r}")
     if verify:
@@ -145,6 +301,8 @@ def read_manifest(artifact: str | os.PathLike, *, verify: bool = True, kind: str
                 f"{artifact}: sha256 {actual[:16]}... does not match its manifest "
                 f"({manifest['sha256'][:16]}...): the file was modified or replaced after it was written. "
                 f"Recreate it, or restore the original file")
+        if manifest["kind"] == "weights" and artifact.suffix == ".safetensors":
+            _check_network(artifact, manifest)
     return manifest
 
 

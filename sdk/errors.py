@@ -39,6 +39,18 @@ class SourceError(InputError):
     """A stream source cannot be opened or read."""
 
 
+class OutputError(MirnetError, OSError):
+    """An output could not be written (a full disk, a vanished folder, an I/O error): the message
+    names the file and the cause; nothing partial was left under the output's name."""
+
+
+class ServerError(MirnetError):
+    """An inference server (``grpc://``, ``http://``) cannot be reached, fails a request, or cannot
+    start (``mirnet serve``)."""
+
+    exit_code = 7
+
+
 class QualityGateError(MirnetError):
     """An optimised artifact (INT8, pruned, engine) differs from its FP32 reference by more than the
     quality gate allows. ``result`` holds the gate's report (a dict: metrics, worst layers, fix)."""

@@ -1,6 +1,8 @@
 """Restorer: uint8/uint16 images in, restored images of the same kind out, on any backend."""
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -8,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .backends import Backend, open_backend
-from .errors import InputError
+from .errors import ConfigError, InputError
 from .ops import ImageKind, from_rgb3, plan_tile, postprocess, preprocess, run_tiled, to_rgb3
 from .zoo import DEFAULT_MODEL
 
@@ -52,6 +54,13 @@ class Restorer:
     def __init__(self, model: str | os.PathLike | Backend = DEFAULT_MODEL, *, backend: str = "auto",
                  threads: int | None = None, device: str = "cpu", tile: int | None = None,
                  tile_overlap: int = 32, memory_budget_mb: float = 1024):
+        if not isinstance(model, (str, os.PathLike, Backend)):
+            raise ConfigError(f"model={model!r}: give a bundled model name (e.g. {DEFAULT_MODEL!r}), a model "
+                              f"file (.onnx, .safetensors, .pth, .engine) or an opened Backend")
+        budget = memory_budget_mb
+        if isinstance(budget, bool) or not isinstance(budget, numbers.Real) or not 0 < budget < math.inf:
+            raise ConfigError(f"memory_budget_mb={budget!r}: must be a finite number > 0 (megabytes of "
+                              f"activations above which images are tiled; default 1024)")
         if tile is not None and tile < 0:
             raise InputError(f"tile={tile}: use None (automatic), 0 (never) or a size > tile_overlap")
         if tile_overlap < 0:
@@ -68,6 +77,7 @@ class Restorer:
                                  f"must be larger than tile_overlap={tile_overlap}")
         self.tile, self.tile_overlap = tile, tile_overlap
         self.memory_budget = int(memory_budget_mb * 2 ** 20)
+        self._closed = False
 
     def tile_for(self, h: int, w: int) -> int | None:
         """The tile size an H x W (padded) input runs with, or None when it runs whole."""
@@ -75,11 +85,14 @@ class Restorer:
             return None
         if self.tile is not None:
             return self.tile if max(h, w) > self.tile else None
+        if not self.spec.activation_channels:  # the activations live on a server (remote backend)
+            return None
         return plan_tile(h, w, channels_mid=self.spec.activation_channels,
                          budget_bytes=self.memory_budget, multiple=self.spec.pad_multiple)
 
     def infer_tensor(self, x: np.ndarray) -> np.ndarray:
         """Run the network on a padded N x C x H x W float32 batch, tiling when needed."""
+        self._check_open()
         tile = self.tile_for(*x.shape[2:])
         if tile is None:
             return self.backend.infer(x)
@@ -91,8 +104,12 @@ class Restorer:
         return self.restore_batch([image], order=order)[0]
 
     def restore_batch(self, images: Sequence[np.ndarray], *, order: str = "bgr") -> list[np.ndarray]:
-        """Restore several images; images of one shape and kind run as one batch."""
+        """Restore several images; images of one shape and kind run as one batch. uint8 colour
+        images of one shape take the backend's frame path when it has one (``supports_device_io``:
+        TensorRT, PyTorch on a GPU, a server), with pre/post-processing next to the network."""
         self._check_call(order)
+        if self._frames_path(images):
+            return self.backend.restore_frames_async(list(images), order=order).result()
         prepared = [self._prepare(image, order, f"image {i}: ") for i, image in enumerate(images)]
         results: list[np.ndarray | None] = [None] * len(images)
         groups: dict[tuple, list[int]] = {}
@@ -117,7 +134,22 @@ class Restorer:
         out3 = postprocess(output, prepared.out_hw, order=prepared.order, out_dtype=prepared.dtype)
         return from_rgb3(out3, prepared.kind)
 
+    def _frames_path(self, images: Sequence[np.ndarray]) -> bool:
+        if not self.backend.supports_device_io or len(images) == 0:
+            return False
+        first = images[0]
+        if not all(isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3
+                   and image.shape[2] == 3 and image.shape == first.shape for image in images):
+            return False
+        m = self.spec.pad_multiple
+        return self.tile_for(-(-first.shape[0] // m) * m, -(-first.shape[1] // m) * m) is None
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ConfigError("this Restorer was closed; create a new one (or use it inside its `with` block)")
+
     def _check_call(self, order: str) -> None:
+        self._check_open()
         if order not in ORDERS:
             raise InputError(f"order={order!r}: valid orders are {ORDERS}")
         if self.spec.channels != 3 or self.spec.out_channels != 3:
@@ -138,7 +170,10 @@ class Restorer:
         return Prepared(tensor, (h * s, w * s), img3.dtype, kind, order)
 
     def close(self) -> None:
-        self.backend.close()
+        """Close the backend; the Restorer cannot be used afterwards (closing again does nothing)."""
+        if not self._closed:
+            self._closed = True
+            self.backend.close()
 
     def __enter__(self) -> "Restorer":
         return self

@@ -1,4 +1,7 @@
-"""Shared fixtures: tiny models (fast on 2 CPU cores) saved as weights and ONNX once per session."""
+"""Shared fixtures: tiny models (fast on 2 CPU cores) saved as weights and ONNX once per session,
+a temporary cache for the whole session (no test writes into the user's ~/.cache/mirnet-edge) and
+a small full-able disk."""
+import subprocess
 import sys
 from pathlib import Path
 
@@ -7,6 +10,32 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "model"))
 
 TINY = dict(n_feat=16, n_rrg=1, n_mrb=1, width=1, max_groups=1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def temporary_cache(tmp_path_factory):
+    """``MIRNET_CACHE`` points into the session's temporary folder for every test (and every
+    subprocess a test starts with the inherited environment)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MIRNET_CACHE", str(tmp_path_factory.mktemp("mirnet-cache")))
+        yield
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 kB tmpfs mounted on a temporary folder, to fill up (needs root; skipped otherwise)."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    try:
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
+                              capture_output=True, text=True, timeout=30)
+        why = proc.stderr.strip() or f"exit status {proc.returncode}"
+    except OSError as exc:
+        proc, why = None, str(exc)
+    if proc is None or proc.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill up (root only): {why}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
 @pytest.fixture(scope="session")

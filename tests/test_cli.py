@@ -156,7 +156,7 @@ def test_restore_bad_videos_among_good_files_one_model(tmp_path, tiny_onnx, caps
     cv2.VideoWriter(str(src / "empty.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (48, 32)).release()
     (src / "junk.mp4").write_bytes(b"not a video")
     out = tmp_path / "out"
-    assert restore(src, "-o", out, "--model", tiny_onnx) == 1
+    assert restore(src, "-o", out, "--model", tiny_onnx) == 5  # refused inputs: exit 5
     err = capsys.readouterr().err
     assert f"{src / 'empty.avi'}: video holds no decodable frames" in err
     assert f"{src / 'junk.mp4'}: not a readable video" in err
@@ -199,7 +199,7 @@ def test_restore_corrupt_image(tmp_path, tiny_onnx, capsys):
     cv2.imwrite(str(src / "c.png"), image(seed=7))
     (src / "x.png").write_bytes(np.random.default_rng(0).integers(0, 256, 500, dtype=np.uint8).tobytes())
     out = tmp_path / "out"
-    assert restore(src, "-o", out, "--model", tiny_onnx) == 1
+    assert restore(src, "-o", out, "--model", tiny_onnx) == 5
     err = capsys.readouterr().err
     assert f"{src / 'x.png'}: not a readable image" in err
     assert "restored 2 file(s)" in err and "1 failed" in err
@@ -215,7 +215,7 @@ def test_restore_existing_output_needs_force(tmp_path, tiny_onnx, capsys):
     out.mkdir()
     existing = out / "a.png"
     existing.write_bytes(b"old bytes")
-    assert restore(src, "-o", out, "--model", tiny_onnx) == 1
+    assert restore(src, "-o", out, "--model", tiny_onnx) == 5
     err = capsys.readouterr().err
     assert str(existing) in err and "--force" in err
     assert existing.read_bytes() == b"old bytes"
@@ -233,7 +233,7 @@ def test_restore_existing_output_among_others(tmp_path, tiny_onnx, capsys):
     out = tmp_path / "out"
     out.mkdir()
     (out / "a.png").write_bytes(b"keep me")
-    assert restore(src, "-o", out, "--model", tiny_onnx) == 1
+    assert restore(src, "-o", out, "--model", tiny_onnx) == 5
     assert "a.png" in capsys.readouterr().err
     assert (out / "a.png").read_bytes() == b"keep me"
     assert cv2.imread(str(out / "b.png")).shape == (20, 28, 3)
@@ -245,7 +245,7 @@ def test_restore_refuses_output_equal_to_input(tmp_path, tiny_onnx, capsys):
     cv2.imwrite(str(src / "a.png"), image(seed=11))
     before = (src / "a.png").read_bytes()
     for force in ([], ["--force"]):
-        assert restore(src, "-o", src, "--model", tiny_onnx, *force) == 1
+        assert restore(src, "-o", src, "--model", tiny_onnx, *force) == 5
         err = capsys.readouterr().err
         assert "overwrite an input" in err
         assert (src / "a.png").read_bytes() == before
@@ -254,20 +254,20 @@ def test_restore_refuses_output_equal_to_input(tmp_path, tiny_onnx, capsys):
 
 def test_restore_missing_input_and_empty_folder(tmp_path, tiny_onnx, capsys):
     missing = tmp_path / "nope.png"
-    assert restore(missing, "-o", tmp_path / "out", "--model", tiny_onnx) == 1
+    assert restore(missing, "-o", tmp_path / "out", "--model", tiny_onnx) == 5
     err = capsys.readouterr().err
     assert str(missing) in err and "no such file" in err
 
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert restore(empty, "-o", tmp_path / "out", "--model", tiny_onnx) == 1
+    assert restore(empty, "-o", tmp_path / "out", "--model", tiny_onnx) == 5
     err = capsys.readouterr().err
     assert str(empty) in err and "no image or video" in err
 
-    # a missing input among good ones: the good one is restored, exit code still 1
+    # a missing input among good ones: the good one is restored, exit code still 5
     good = tmp_path / "good.png"
     cv2.imwrite(str(good), image(seed=12))
-    assert restore(good, missing, "-o", tmp_path / "out", "--model", tiny_onnx) == 1
+    assert restore(good, missing, "-o", tmp_path / "out", "--model", tiny_onnx) == 5
     assert str(missing) in capsys.readouterr().err
     assert (tmp_path / "out" / "good.png").is_file()
 
@@ -413,7 +413,7 @@ def test_console_script(tmp_path, tiny_onnx):
         np.testing.assert_array_equal(cv2.imread(str(out / "a.png")), r.restore(img))
     proc = subprocess.run([exe, "restore", str(src), "-o", str(out), "--model", str(tiny_onnx), "-q"],
                           capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1 and "--force" in proc.stderr
+    assert proc.returncode == 5 and "--force" in proc.stderr
     proc = subprocess.run([exe, "info", str(tmp_path / "missing.onnx")], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 4 and "missing.onnx" in proc.stderr

@@ -5,6 +5,8 @@ No registries: every field is explicit, and unknown keys are refused with the va
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,12 +24,64 @@ def _check_keys(cls, data: dict, where: str) -> None:
         raise ConfigError(f"{where}: unknown keys {unknown}; valid keys: {sorted(known)}")
 
 
+_KINDS = {"bool": ((bool,), "true or false", "booleans"), "int": ((int,), "an integer", "integers"),
+          "float": ((int, float), "a number", "numbers"), "str": ((str,), "a string", "strings"),
+          "dict": ((dict,), "a mapping", "mappings")}
+_Rule = tuple[Callable[[object], bool], str]
+_AT_LEAST_0: _Rule = (lambda v: v >= 0, ">= 0")
+_AT_LEAST_1: _Rule = (lambda v: v >= 1, ">= 1")
+
+
+def _fits(value, kind: str) -> bool:
+    if kind in ("int", "float") and isinstance(value, bool):
+        return False
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    return isinstance(value, _KINDS[kind][0])
+
+
+def _check_fields(obj, where: str, rules: dict[str, _Rule]) -> None:
+    """Every field whose annotation is a plain type (``bool``, ``int``, ``float``, ``str``, ``dict``,
+    a tuple of one of them, optionally ``| None``) must hold that type, and satisfy its rule in
+    ``rules`` (each element, for tuples); ConfigError names the key. Fields of other types (nested
+    configs) are checked by their own classes."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        kind, _, rest = f.type.partition(" | ")
+        optional = rest == "None"
+        if rest and not optional or optional and value is None:
+            continue
+        if kind.startswith("tuple[") and kind.endswith("]"):
+            parts = kind[len("tuple["):-1].split(", ")
+            elem = parts[0]
+            if elem not in _KINDS:
+                continue
+            count = None if parts[-1] == "..." else len(parts)
+            ok = (isinstance(value, tuple) and (count is None or len(value) == count)
+                  and all(_fits(v, elem) for v in value))
+            expected = f"a list of {f'{count} ' if count else ''}{_KINDS[elem][2]}"
+            values = value if ok else ()
+        elif kind in _KINDS:
+            ok, expected, values = _fits(value, kind), _KINDS[kind][1], (value,)
+        else:
+            continue
+        rule = rules.get(f.name)
+        if rule is not None:
+            ok = ok and all(rule[0](v) for v in values)
+            expected += f" {rule[1]}"
+        if not ok:
+            raise ConfigError(f"{where}: `{f.name}`={value!r} must be {expected}{' (or null)' if optional else ''}")
+
+
 @dataclass(frozen=True)
 class ValConfig:
-    """Validation set (model selection only): a clean folder with AWGN ``sigma``, or paired folders."""
+    """Validation set (model selection only): a clean folder with AWGN ``sigma`` and/or through the
+    camera presets ``protocols`` (:data:`mirnet.sdk.camera.PRESETS`; the selection metric is the
+    mean PSNR over all of them), or paired folders."""
 
     clean: str | None = None
     sigma: float | None = None
+    protocols: tuple[str, ...] = ()
     low: str | None = None
     high: str | None = None
     low_prefix: str = ""
@@ -37,14 +91,28 @@ class ValConfig:
     crop: int | None = 256
     every: int = 1000
 
+    def __post_init__(self) -> None:
+        _check_fields(self, "val", {"sigma": _AT_LEAST_0, "holdout_every": _AT_LEAST_0, "limit": _AT_LEAST_1,
+                                    "crop": _AT_LEAST_1, "every": _AT_LEAST_1})
+
     @classmethod
     def from_dict(cls, data: dict) -> "ValConfig":
+        from mirnet.sdk.camera import preset
+
         _check_keys(cls, data, "val")
+        data = dict(data)
+        if isinstance(data.get("protocols"), (list, tuple)):
+            data["protocols"] = tuple(data["protocols"])
         cfg = cls(**data)
         if (cfg.clean is None) == (cfg.low is None):
-            raise ConfigError("val: give either `clean` (+ `sigma`) or `low` + `high`")
-        if cfg.clean is not None and cfg.sigma is None:
-            raise ConfigError("val: a clean validation folder needs `sigma` (AWGN, 0-255 units)")
+            raise ConfigError("val: give either `clean` (+ `sigma` and/or `protocols`) or `low` + `high`")
+        if cfg.clean is not None and cfg.sigma is None and not cfg.protocols:
+            raise ConfigError("val: a clean validation folder needs `sigma` (AWGN, 0-255 units) and/or "
+                              "`protocols` (camera presets)")
+        if not isinstance(cfg.protocols, tuple):
+            raise ConfigError(f"val.protocols={cfg.protocols!r}: give a list of camera presets")
+        for name in cfg.protocols:
+            preset(name)
         return cfg
 
 
@@ -72,7 +140,9 @@ class TrainConfig:
     grad_clip: float = 0.01
     ema_decay: float = 0.999
     loss: LossConfig = field(default_factory=LossConfig)
-    amp: bool = True
+    amp: bool = True  # float16 autocast on CUDA
+    amp_cpu: bool = False  # bfloat16 autocast on the CPU (fast where it has AVX-512 BF16 or AMX)
+    channels_last: bool = False  # NHWC memory layout (faster convolutions on CPUs)
     checkpoint_every: int = 500
     log_every: int = 20
     workers: int = 2
@@ -80,6 +150,22 @@ class TrainConfig:
     threads: int | None = None
     tensorboard: bool = False
     out: str | None = None
+
+    def __post_init__(self) -> None:
+        positive: _Rule = (lambda v: v > 0, "> 0")
+        fraction: _Rule = (lambda v: 0 <= v < 1, "in [0, 1)")
+        _check_fields(self, "training config", {
+            "name": (lambda v: v != "", "(not empty)"), "iters": _AT_LEAST_1, "patch": _AT_LEAST_1,
+            "batch": _AT_LEAST_1, "lr": positive, "weight_decay": _AT_LEAST_0, "betas": fraction,
+            "lr_periods": _AT_LEAST_1, "lr_restart_weights": _AT_LEAST_0, "lr_eta_mins": _AT_LEAST_0,
+            "warmup_steps": _AT_LEAST_0, "grad_clip": _AT_LEAST_0, "ema_decay": fraction,
+            "checkpoint_every": _AT_LEAST_1, "log_every": _AT_LEAST_1, "workers": _AT_LEAST_0,
+            "seed": (lambda v: 0 <= v < 2 ** 63, "from 0 to 2**63 - 1"), "threads": _AT_LEAST_1})
+        fields = {f.name for f in dataclasses.fields(MIRNetV2Config)}
+        unknown = sorted(set(self.model) - fields)
+        if unknown:
+            raise ConfigError(f"training config: `model` overrides unknown fields {unknown}; valid fields: "
+                              f"{sorted(fields)}")
 
     @property
     def schedule(self) -> ProgressiveSchedule:

@@ -22,6 +22,7 @@ import math
 import numbers
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -80,7 +81,8 @@ class TrainStep:
     def __init__(self, model: torch.nn.Module, criterion: Callable, *, lr: float, periods: Sequence[int],
                  restart_weights: Sequence[float] | None = None, eta_mins: Sequence[float] = (0.0,),
                  warmup_steps: int = 0, betas: Sequence[float] = (0.9, 0.999), weight_decay: float = 0.0,
-                 grad_clip: float = 0.0, ema_decay: float = 0.0, amp: bool = True,
+                 grad_clip: float = 0.0, ema_decay: float = 0.0, amp: bool = True, amp_cpu: bool = False,
+                 channels_last: bool = False,
                  target: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
                  net: torch.nn.Module | None = None):
         if not (isinstance(lr, numbers.Real) and math.isfinite(lr) and lr > 0):
@@ -98,7 +100,11 @@ class TrainStep:
                                              eta_mins, warmup_steps=warmup_steps)
         device = next(model.parameters()).device
         self.use_amp = bool(amp) and device.type == "cuda"
+        self.use_amp_cpu = bool(amp_cpu) and device.type == "cpu"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
         self.ema = EMA(model, float(ema_decay)) if ema_decay > 0 else None
         self.step = 0
 
@@ -112,7 +118,14 @@ class TrainStep:
             with torch.no_grad():
                 targets = self.target(inputs, targets)
         self.optimizer.zero_grad(set_to_none=True)
-        autocast = torch.autocast("cuda", dtype=torch.float16) if self.use_amp else contextlib.nullcontext()
+        if self.channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        if self.use_amp:
+            autocast = torch.autocast("cuda", dtype=torch.float16)
+        elif self.use_amp_cpu:
+            autocast = torch.autocast("cpu", dtype=torch.bfloat16)
+        else:
+            autocast = contextlib.nullcontext()
         with autocast:
             loss = self.criterion(self.net(inputs).float(), targets)
         loss, terms = loss if isinstance(loss, tuple) else (loss, {})
@@ -231,15 +244,18 @@ class Trainer:
             self.model, build_loss(cfg.loss).to(self.device), lr=cfg.lr, periods=cfg.periods,
             restart_weights=cfg.restart_weights, eta_mins=cfg.eta_mins, warmup_steps=cfg.warmup_steps,
             betas=cfg.betas, weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip, ema_decay=cfg.ema_decay,
-            amp=cfg.amp, net=net)
+            amp=cfg.amp, amp_cpu=cfg.amp_cpu, channels_last=cfg.channels_last, net=net)
         self.best_psnr = -math.inf
         self.evalset = None
         if cfg.val is not None and self.rank == 0:
             v = cfg.val
-            self.evalset = (EvalSet.from_clean(v.clean, v.sigma, limit=v.limit, crop=v.crop) if v.clean
-                            else EvalSet.from_pairs(v.low, v.high, limit=v.limit, crop=v.crop,
-                                                    low_prefix=v.low_prefix, high_prefix=v.high_prefix,
-                                                    holdout_every=v.holdout_every))
+            if v.clean:
+                sets = [EvalSet.from_clean(v.clean, v.sigma, limit=v.limit, crop=v.crop)] if v.sigma is not None else []
+                sets += [EvalSet.from_protocol(v.clean, p, limit=v.limit, crop=v.crop) for p in v.protocols]
+                self.evalset = EvalSet.concat(sets)
+            else:
+                self.evalset = EvalSet.from_pairs(v.low, v.high, limit=v.limit, crop=v.crop, low_prefix=v.low_prefix,
+                                                  high_prefix=v.high_prefix, holdout_every=v.holdout_every)
         if resume:
             self._load_checkpoint()
         elif (self.out / CHECKPOINT).exists():
@@ -266,13 +282,33 @@ class Trainer:
         path = self.out / CHECKPOINT
         if not path.is_file():
             raise ArtifactError(f"--resume: no checkpoint at {path}; start the run without --resume")
-        state = torch.load(path, map_location=self.device, weights_only=True)
+        fix = "delete it (or set another `out` in the config) and start the run again without --resume"
+        try:
+            with warnings.catch_warnings():  # torch warns about the pickle protocol of foreign files
+                warnings.simplefilter("ignore")
+                state = torch.load(path, map_location=self.device, weights_only=True)
+        except Exception as exc:  # UnpicklingError for anything but tensors and containers; damaged files
+            torch_advice = ("Weights only load failed", "Please file an issue", "Check the documentation")
+            reason = next((line.strip() for line in str(exc).splitlines()
+                           if line.strip() and not line.strip().startswith(torch_advice)), type(exc).__name__)
+            raise ArtifactError(
+                f"--resume: {path} is not a checkpoint this trainer can read ({reason}); "
+                f"it was refused without running any of its code (weights-only loading). If it is not "
+                f"yours, {fix}") from None
+        keys = {"config", "torch_rng", "best_psnr", *self.train_step.state_dict()}
+        if not isinstance(state, dict) or not keys <= set(state) or not isinstance(state["config"], dict):
+            raise ArtifactError(f"--resume: {path} is not a checkpoint written by `mirnet train` (it needs the "
+                                f"keys {sorted(keys)}); {fix}")
         if state["config"] != self.cfg.to_dict():
             changed = sorted(k for k in state["config"] if state["config"][k] != self.cfg.to_dict().get(k))
             raise ConfigError(f"--resume: the config changed since the checkpoint (fields {changed}); "
                               f"resume with the original config or start a new run")
-        self.train_step.load_state_dict(state)
-        torch.set_rng_state(state["torch_rng"].cpu())
+        try:
+            self.train_step.load_state_dict(state)
+            torch.set_rng_state(state["torch_rng"].cpu())
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+            raise ArtifactError(f"--resume: {path} does not fit this run ({type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0] if str(exc) else ''}); {fix}") from None
         self.best_psnr = state["best_psnr"]
 
     # ------------------------------------------------------------------ logging
@@ -300,7 +336,7 @@ class Trainer:
 
     def export(self, path: Path, *, metrics: dict | None = None) -> Path:
         """Write the EMA (or raw) weights as safetensors + manifest with the training record."""
-        model = copy.deepcopy(self.train_step.averaged).cpu().eval()
+        model = copy.deepcopy(self.train_step.averaged).cpu().eval().to(memory_format=torch.contiguous_format)
         training = {"name": self.cfg.name, "steps": self.step, "config": self.cfg.to_dict(),
                     "world_size": self.world, "device": str(self.device)}
         return save_weights(model, path, variant=self.cfg.variant, training=training, metrics=metrics or {})

@@ -16,6 +16,14 @@ FRAME_ORDERS = ("bgr", "rgb")
 CAMERA_FORMATS = ("nv12", "yuyv")
 
 
+def check_threads(threads) -> int | None:
+    """``threads`` for a backend's CPU thread pool: None (the backend's default) or an integer >= 1;
+    ConfigError otherwise (torch fails on 0 and ONNX Runtime takes 0 or -3 silently)."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"threads={threads!r}: must be an integer >= 1, or None for the backend's default")
+    return threads
+
+
 @dataclass(frozen=True)
 class InputSpec:
     """What a backend accepts and returns (from the artifact's manifest)."""

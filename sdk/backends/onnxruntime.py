@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import artifact
 from ..errors import ArtifactError, require
-from .base import Backend, InputSpec
+from .base import Backend, InputSpec, check_threads
 
 
 class OrtBackend(Backend):
@@ -16,6 +16,7 @@ class OrtBackend(Backend):
 
     def __init__(self, path: str | os.PathLike, *, threads: int | None = None,
                  providers: list[str] | None = None):
+        check_threads(threads)
         ort = require("onnxruntime", "ort")
         self.path = Path(path)
         self.manifest = artifact.read_manifest(self.path, kind="onnx")
@@ -33,7 +34,27 @@ class OrtBackend(Backend):
             self._session = ort.InferenceSession(str(self.path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises several private exception types
             raise ArtifactError(f"{self.path}: ONNX Runtime cannot load it ({exc})") from exc
+        self._check_graph()
         self._dtype = np.float16 if self.input_spec.dtype == "float16" else np.float32
+
+    def _check_graph(self) -> None:
+        """The graph's one input and one output must be the manifest's (names, input element type,
+        channels), or ONNX Runtime would fail later, at the first frame, with its own error."""
+        spec = self.input_spec
+        want_type = {"float32": "tensor(float)", "float16": "tensor(float16)"}[spec.dtype]
+        for side, args, name, channels in (("input", self._session.get_inputs(), spec.input_name, spec.channels),
+                                           ("output", self._session.get_outputs(), spec.output_name,
+                                            spec.out_channels)):
+            arg = args[0] if len(args) == 1 else None
+            dims = arg.shape if arg is not None else []
+            ok = (arg is not None and arg.name == name and (side == "output" or arg.type == want_type)
+                  and (len(dims) != 4 or not isinstance(dims[1], int) or dims[1] == channels))
+            if not ok:
+                graph = ", ".join(f"{a.name!r} {a.type} {a.shape}" for a in args)
+                raise ArtifactError(
+                    f"{self.path}: manifest io.{side} says {name!r} {spec.dtype} with {channels} channels, but "
+                    f"the ONNX graph's {side}s are {graph}: the manifest does not describe this file; recreate "
+                    f"it with the command that produced the artifact")
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         self.input_spec.check(batch)

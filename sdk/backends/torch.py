@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import ConfigError, require
 from ..ops.reference import pad_amount, reflect_indices
-from .base import Backend, InputSpec, check_frames
+from .base import Backend, InputSpec, check_frames, check_threads
 
 
 def preprocess_frames(frames, order: str, multiple: int):
@@ -70,6 +70,7 @@ class TorchBackend(Backend):
 
     def __init__(self, path_or_name: str | os.PathLike, *, device: str = "cpu", threads: int | None = None,
                  half: bool = False):
+        check_threads(threads)
         torch = require("torch", "torch")
         from ..model import load_model
 

@@ -9,7 +9,8 @@ import sys
 from mirnet.optimize.gate import DEFAULT_MIN_PSNR_DB
 
 from ..artifact import check_overwrite
-from ..errors import InputError, require
+from ..errors import require
+from .common import positive_int
 
 
 def add_parsers(sub) -> None:
@@ -26,8 +27,6 @@ def run_prune(args) -> int:
 
     out = check_overwrite(args.output, args.force)
     if args.threads is not None:
-        if args.threads < 1:
-            raise InputError(f"--threads {args.threads}: must be an integer >= 1")
         require("torch", "optimize").set_num_threads(args.threads)
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     record = prune_file(
@@ -76,7 +75,7 @@ def _add_prune(sub) -> None:
     p.add_argument("--ema", type=float, default=0.0, metavar="DECAY", help="EMA decay of the fine-tuned "
                    "weights (default 0: off)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.add_argument("-o", "--output", required=True, help="output .safetensors path (manifest written beside it)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or progress lines")
@@ -247,6 +246,6 @@ def _add_gate(sub) -> None:
     p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N frames")
     p.add_argument("--crop", type=int, default=None, metavar="N", help="centre crop frames to N x N")
     p.add_argument("--top", type=int, default=10, metavar="N", help="list the N worst layers (0: no layer report)")
-    p.add_argument("--threads", type=int, default=None, help="inference threads")
+    p.add_argument("--threads", type=positive_int, default=None, help="inference threads")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run_gate)

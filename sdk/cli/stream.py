@@ -7,6 +7,7 @@ from pathlib import Path
 from ..artifact import check_overwrite
 from ..errors import InputError
 from ..zoo import DEFAULT_MODEL
+from .common import add_max_pixels, max_pixels, on_signals, positive_float, positive_int
 
 
 def add_parser(sub) -> None:
@@ -19,10 +20,15 @@ def add_parser(sub) -> None:
                        "second signal stops at once.")
     p.add_argument("source", metavar="SOURCE")
     p.add_argument("sink", metavar="SINK")
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"bundled name or .onnx/.safetensors/.pth "
-                   f"(default {DEFAULT_MODEL})")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--model", default=DEFAULT_MODEL, help=f"bundled name or .onnx/.safetensors/.pth "
+                       f"(default {DEFAULT_MODEL})")
+    where.add_argument("--server", default=None, metavar="URL",
+                       help="restore on a `mirnet serve` server: grpc://HOST:8001 or http://HOST:8000, optionally "
+                            "?timeout=S (per request, default 10) &reconnect=S (how long to retry a server that is "
+                            "down or restarting, default 30)")
     p.add_argument("--backend", default="auto", choices=("auto", "ort", "torch"))
-    p.add_argument("--threads", type=int, default=None, help="inference threads (default 1 for ORT)")
+    p.add_argument("--threads", type=positive_int, default=None, help="inference threads (default 1 for ORT)")
     p.add_argument("--tile", type=int, default=None, metavar="N", help="tile size (default: automatic, 0: never)")
     p.add_argument("--policy", choices=("latest", "block"), default=None,
                    help="latest: drop stale frames to stay real time; block: lose nothing "
@@ -30,7 +36,7 @@ def add_parser(sub) -> None:
     p.add_argument("--batch", type=int, default=1, metavar="N", help="frames per inference call (default 1)")
     p.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after reading N frames")
     p.add_argument("--side-by-side", action="store_true", help="write input | output side by side")
-    p.add_argument("--fps", type=float, default=None, help="frame rate of the output (default: the source's)")
+    p.add_argument("--fps", type=positive_float, default=None, help="frame rate of the output (default: the source's)")
     p.add_argument("--stats-json", default=None, metavar="FILE",
                    help="write statistics as JSON, periodically and at the end")
     p.add_argument("--stats-interval", type=float, default=1.0, metavar="SECONDS",
@@ -39,6 +45,7 @@ def add_parser(sub) -> None:
                    help="serve Prometheus metrics at http://127.0.0.1:PORT/metrics while running")
     p.add_argument("--reconnect-attempts", type=int, default=10, metavar="N",
                    help="failed reconnections in a row before a live source gives up (default 10, 0: never)")
+    add_max_pixels(p)
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.add_argument("-q", "--quiet", action="store_true", help="no status line or summary")
     p.set_defaults(func=run)
@@ -54,8 +61,6 @@ def _stream_output_file(sink: str) -> Path | None:
 
 def run(args) -> int:
     import logging
-    import signal
-    import threading
 
     from ..stream import Reconnect, Stream
 
@@ -71,26 +76,18 @@ def run(args) -> int:
         handler.setFormatter(logging.Formatter(lead + "mirnet stream: %(message)s"))
         logger.addHandler(handler)
         logger.propagate = False
-    stream = Stream(args.source, args.sink, model=args.model, backend=args.backend, threads=args.threads,
+    stream = Stream(args.source, args.sink, model=args.server or args.model, backend=args.backend, threads=args.threads,
                     tile=args.tile, policy=args.policy, batch=args.batch, side_by_side=args.side_by_side,
                     max_frames=args.max_frames, stats_json=args.stats_json, stats_interval=args.stats_interval,
                     prometheus=args.prometheus, status=not args.quiet, fps=args.fps,
                     reconnect=Reconnect(max_attempts=args.reconnect_attempts or None))
-    caught: list[int] = []
 
-    def on_signal(signum, _frame):  # first: finish the frames in flight; second: stop at once
-        caught.append(signum)
+    def stop(signum: int, count: int) -> None:  # first: finish the frames in flight; second: stop at once
         stream.mark_interrupted()
-        stream.stop(drain=len(caught) == 1)
+        stream.stop(drain=count == 1)
 
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with max_pixels(args.max_pixels), on_signals(stop) as caught:
         stats = stream.run()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     if not args.quiet:
         g = stats["glass_to_glass"]
         print(f"mirnet stream: {stats['state']}: wrote {stats['frames']} frames to {stats['sink']} "

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
-from .config import MIRNetV2Config
+from .config import MIRNetV2Config, stream_names
 
 _SLOPE = 0.2
 
@@ -94,20 +94,13 @@ class _Resample(nn.Module):
         return self.body[0].bot(x)
 
 
-def _stream_names(height: int) -> list[str]:
-    if height == 1:
-        return ["top"]
-    middle = ["mid"] if height == 3 else [f"mid{i}" for i in range(1, height - 1)]
-    return ["top", *middle, "bot"]
-
-
 class MRB(nn.Module):
     """Multi-scale residual block: ``height`` streams at 1, 1/2, 1/4... resolution; ``width``
     rounds of per-stream RCBs and bottom-up SKFF fusion, the RCBs and SKFFs shared across rounds."""
 
     def __init__(self, cfg: MIRNetV2Config, groups: int):
         super().__init__()
-        widths, self.names, self.rounds = cfg.widths, _stream_names(cfg.height), cfg.width
+        widths, self.names, self.rounds = cfg.widths, stream_names(cfg.height), cfg.width
         for name, c in zip(self.names, widths):
             setattr(self, f"dau_{name}", RCB(c, cfg.bias, groups))
         for i in range(1, cfg.height):

@@ -6,11 +6,15 @@ official ``MIRNet_v2`` class, which ignores ``n_RRG``, ``height``, ``width`` and
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from ..errors import ConfigError
 
 RESIDUALS = ("image", "feature")
+#: integer fields and their largest accepted value (bounds on configs read from untrusted manifests)
+_INT_LIMITS = {"in_channels": 64, "out_channels": 64, "n_feat": 4096, "n_rrg": 64, "n_mrb": 64, "height": 16,
+               "width": 16, "scale": 16, "max_groups": 4096, "skff_reduction": 4096, "unshuffle": 64}
 
 
 @dataclass(frozen=True)
@@ -53,21 +57,26 @@ class MIRNetV2Config:
     unshuffle: int = 1
 
     def __post_init__(self) -> None:
-        positive = ("in_channels", "out_channels", "n_feat", "n_rrg", "n_mrb", "height", "width",
-                    "scale", "max_groups", "skff_reduction", "unshuffle")
-        for name in positive:
+        for name, high in _INT_LIMITS.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"MIRNetV2Config.{name}={value!r}: must be an integer >= 1")
-        if not self.chan_factor > 0:
-            raise ConfigError(f"MIRNetV2Config.chan_factor={self.chan_factor!r}: must be > 0")
-        if self.residual not in RESIDUALS:
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+                raise ConfigError(f"MIRNetV2Config.{name}={value!r}: must be an integer from 1 to {high}")
+        factor = self.chan_factor
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0 < factor < math.inf:
+            raise ConfigError(f"MIRNetV2Config.chan_factor={factor!r}: must be a finite number > 0")
+        if not isinstance(self.bias, bool):
+            raise ConfigError(f"MIRNetV2Config.bias={self.bias!r}: must be true or false")
+        if not isinstance(self.residual, str) or self.residual not in RESIDUALS:
             raise ConfigError(f"MIRNetV2Config.residual={self.residual!r}: valid values are {RESIDUALS}")
         if self.residual == "image" and self.in_channels != self.out_channels:
             raise ConfigError(
                 f"MIRNetV2Config: residual='image' needs in_channels == out_channels, got "
                 f"{self.in_channels} != {self.out_channels}; use residual='feature'")
-        widths = self.widths
+        try:
+            widths = self.widths
+        except OverflowError:
+            raise ConfigError(f"MIRNetV2Config: chan_factor={factor!r} and height={self.height} give stream "
+                              f"widths too large to compute; lower them") from None
         for i in range(1, len(widths)):
             if widths[i] < 1:
                 raise ConfigError(f"MIRNetV2Config: stream {i} width {widths[i]} < 1; raise n_feat")
@@ -99,6 +108,10 @@ class MIRNetV2Config:
 
     @classmethod
     def from_dict(cls, data: dict) -> "MIRNetV2Config":
+        """Build from a mapping of field values; ConfigError names a wrong type, a value out of range
+        or an unknown field."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"MIRNetV2Config: expected a mapping of field values, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -132,3 +145,12 @@ def get_variant(name: str) -> MIRNetV2Config:
         return VARIANTS[name]
     except KeyError:
         raise ConfigError(f"unknown variant {name!r}; valid variants: {sorted(VARIANTS)}") from None
+
+
+def stream_names(height: int) -> list[str]:
+    """The names of an MRB's ``height`` streams, full resolution first, as the official modules
+    call them (``dau_top``, ``dau_mid``, ``dau_bot``; ``mid1``, ``mid2``... beyond three)."""
+    if height == 1:
+        return ["top"]
+    middle = ["mid"] if height == 3 else [f"mid{i}" for i in range(1, height - 1)]
+    return ["top", *middle, "bot"]

@@ -90,10 +90,31 @@ def save_weights(model: MIRNetV2, path: str | os.PathLike, *, variant: str | Non
     layers = conv_layout_changes(model)
     if layers or pruned is not None:
         manifest_fields["pruned"] = {**(pruned or {}), "layers": layers}
+    config = model.config.to_dict()
     with artifact.writer(path, force=True) as w:
-        w.tmp.write_bytes(st_save(state))
-        w.describe(kind="weights", config=model.config.to_dict(), precision="fp32", variant=variant,
+        w.tmp.write_bytes(st_save(state, metadata={artifact.NETWORK_KEY: artifact.network_record(config, layers)}))
+        w.describe(kind="weights", config=config, precision="fp32", variant=variant,
                    build=artifact.build_environment(torch=torch.__version__), **manifest_fields)
+    return path
+
+
+def adopt_manifest(path: str | os.PathLike) -> Path:
+    """Re-save a ``.safetensors`` file that does not record its network (saved before the config and
+    pruned layout went into its safetensors metadata) with its manifest's config and pruned layout
+    recorded: the same tensors, the same manifest but for the new sha256. Only for files whose
+    manifest you trust (it cannot be verified); files that record their network are left as they are."""
+    from safetensors.torch import save as st_save
+
+    path = Path(path)
+    manifest = artifact.read_manifest(path, verify=False, kind="weights")
+    if artifact.sha256_file(path) != manifest["sha256"]:
+        raise ArtifactError(f"{path}: sha256 does not match its manifest; the file was modified or replaced "
+                            f"after it was written, restore the original file")
+    if artifact.NETWORK_KEY in (artifact.safetensors_metadata(path) or {}):
+        return path
+    record = artifact.network_record(manifest["config"], (manifest.get("pruned") or {}).get("layers"))
+    artifact.atomic_write_bytes(path, st_save(_read_state_dict(path), metadata={artifact.NETWORK_KEY: record}))
+    artifact.write_manifest(path, {**manifest, "sha256": artifact.sha256_file(path)})
     return path
 
 

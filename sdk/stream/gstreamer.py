@@ -179,6 +179,15 @@ class GstSource(LiveSource):
         rows = np.frombuffer(buf, np.uint8).reshape(h, stride)
         return rows[:, :w * c].reshape(h, w, c) if stride != w * c else rows.reshape(h, w, c)
 
+    def _stream_time(self) -> float | None:
+        """The buffer timestamp of the frame (OpenCV's GStreamer backend; the gst-launch path has none)."""
+        if self._cap is None:
+            return None
+        import cv2
+
+        ms = self._cap.get(cv2.CAP_PROP_POS_MSEC)
+        return ms / 1000.0 if ms > 0 else None
+
     def _interrupt(self) -> None:
         proc = self._proc
         if proc is not None and proc.poll() is None:

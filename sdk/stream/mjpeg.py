@@ -16,6 +16,8 @@ log = logging.getLogger("mirnet.stream")
 
 __all__ = ["jpeg_end", "MultipartParser", "HttpMjpegSource"]
 
+_BOUNDARY_LINE = re.compile(rb"\s*--\S[^\r\n]*\r?\n")
+
 
 def jpeg_end(data: bytes | bytearray, start: int = 0) -> int | None:
     """Index just past the end-of-image marker of the JPEG that starts at ``data[start]``, or None
@@ -147,7 +149,9 @@ class MultipartParser:
 
 class HttpMjpegSource(LiveSource):
     """MJPEG over HTTP(S): one long response of ``multipart/x-mixed-replace`` JPEG parts (the
-    format of mjpg-streamer, motion, most IP cameras). Credentials in the URL
+    format of mjpg-streamer, motion, most IP cameras). A response with another Content-Type whose
+    body starts with a ``--boundary`` line is read as multipart too (FFmpeg's ``mpjpeg`` muxer
+    served by its HTTP server says ``application/octet-stream``). Credentials in the URL
     (``http://user:pass@host/...``) are sent as Basic authentication."""
 
     def __init__(self, url: str, **kwargs):
@@ -176,13 +180,24 @@ class HttpMjpegSource(LiveSource):
         except urllib.error.HTTPError as exc:
             raise SourceError(f"{self.uri}: HTTP {exc.code} {exc.reason}") from exc
         ctype = resp.headers.get_content_type()
-        if not ctype.startswith("multipart/"):
-            resp.close()
-            raise SourceError(f"{self.uri}: the server sends Content-Type {ctype!r}; an MJPEG stream is "
-                              f"multipart/x-mixed-replace (for other video over HTTP, try a gst:// pipeline)")
-        self._resp = resp
-        self._parser = MultipartParser(resp.headers.get_param("boundary"))
         self._parts.clear()
+        if ctype.startswith("multipart/"):
+            self._parser = MultipartParser(resp.headers.get_param("boundary"))
+        else:  # sniff the body: a multipart stream whatever its Content-Type says
+            head = b""
+            while b"\n" not in head and len(head) < 1024:
+                chunk = resp.read1(1024 - len(head))
+                if not chunk:
+                    break
+                head += chunk
+            if not _BOUNDARY_LINE.match(head):
+                resp.close()
+                raise SourceError(f"{self.uri}: the server sends Content-Type {ctype!r} and its body does not "
+                                  f"start with a multipart boundary line (--BOUNDARY); an MJPEG stream is "
+                                  f"multipart/x-mixed-replace (for other video over HTTP, try a gst:// pipeline)")
+            self._parser = MultipartParser()
+            self._parts.extend(self._parser.feed(head))
+        self._resp = resp
 
     def _grab(self) -> np.ndarray:
         import cv2

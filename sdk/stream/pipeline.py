@@ -7,14 +7,22 @@ the main thread). Policies:
 * ``latest`` (real time, the default for live sources): the queues in front of preprocess and
   infer keep only the newest frames; when a later stage is busy the stale ones are dropped and
   counted, and capture never waits.
-* ``block`` (the default for files and folders): every queue waits; nothing is dropped.
+* ``block`` (the default for files and folders): every queue waits; nothing is dropped. On a live
+  source that is faster than the pipeline the backlog then builds up in the source's decoder or
+  receive buffer, where no drop is counted: latency grows without bound. Only the frames' age
+  (``stats["frame_age"]``) shows it, and the stream warns when it starts.
+
+Recordings keep real time: for a live source under ``latest`` the video and network sinks put each
+frame at its capture time and repeat the previous frame over the gaps drops leave
+(:attr:`Sink.real_time <mirnet.sdk.stream.sinks.Sink>`), so a file lasts as long as the scene did.
 
 A frame whose size or format differs from the previous one re-initialises the pipeline for it
 (batches are split at the change, the network runs at the new size) and is reported once per
 change (log warning, ``stats["events"]``, ``stats["size_changes"]``); video and network sinks,
 which keep one size, scale such frames to their size and say so.
 
-When the backend has a device path (``supports_device_io``: a TensorRT engine, PyTorch on CUDA),
+When the backend has a device path (``supports_device_io``: a TensorRT engine, PyTorch on CUDA, a
+``mirnet serve`` server, whose time splits into ``infer`` on the server and ``network``),
 uint8 colour frames skip the CPU preprocess and postprocess work: the infer stage hands them to
 ``backend.restore_frames_async`` (upload, pre-processing, network, post-processing, download next
 to the network) and keeps one batch in flight while the next is submitted. Gray, alpha, 16-bit and
@@ -23,6 +31,7 @@ float frames, and frames the Restorer tiles, take the CPU path.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import threading
@@ -120,6 +129,10 @@ class Stream:
             raise ConfigError(f"prometheus={prometheus}: not a TCP port (0-65535)")
         if queue_size is not None and queue_size < 1:
             raise ConfigError(f"queue_size={queue_size}: must be >= 1")
+        if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float))
+                                or not (math.isfinite(fps) and fps > 0)):
+            raise ConfigError(f"fps={fps!r}: must be a finite number > 0 (frames per second of the output), "
+                              f"or None for the source's")
         self.source_spec, self.sink_spec, self.model = source, sink, model
         self.backend_name, self.threads, self.device, self.tile = backend, threads, device, tile
         self.policy, self.batch, self.side_by_side, self.max_frames = policy, batch, side_by_side, max_frames
@@ -181,7 +194,7 @@ class Stream:
                         self._stats.size_changes += 1
                 if prev is None or sig != prev[0]:
                     prev = (sig, describe_image(frame.image))
-                self._stats.frame_in(frame.capture_time)
+                self._stats.frame_in(frame.capture_time, time.monotonic(), frame.stream_time)
                 out.put(_Item(frame))
         except BaseException as exc:
             self._fail(exc, drain=True)
@@ -287,14 +300,16 @@ class Stream:
         if in_flight is not None:
             future, batch, t0 = in_flight
             images = future.result()
-            self._emit(batch, images, time.perf_counter() - t0, outq)
+            # a remote backend's future splits its time into the server's and the network's
+            self._emit(batch, images, time.perf_counter() - t0, outq, getattr(future, "timings", None))
 
-    def _emit(self, batch: list[_Item], outputs, seconds: float, outq: BoundedQueue) -> None:
+    def _emit(self, batch: list[_Item], outputs, seconds: float, outq: BoundedQueue,
+              timings: dict[str, float] | None = None) -> None:
         with self._stats.lock:
             self._stats.batches += 1
         for it, out in zip(batch, outputs, strict=True):
             it.output = out
-            it.timings["infer"] = seconds
+            it.timings.update(timings or {"infer": seconds})
             outq.put(it)
 
     # ------------------------------------------------------------------ run
@@ -330,9 +345,15 @@ class Stream:
             policy = self.policy or ("latest" if source.live else "block")
             if hasattr(source, "drop"):
                 source.drop = policy == "latest"
+            if source.live and policy == "block":
+                log.warning("%s: policy block on a live source: when restoring is slower than the source, "
+                            "frames queue up in its decoder or receive buffer, where no drop is counted, and "
+                            "latency grows without bound (watch the frame age in the stats); use policy "
+                            "latest to stay real time", source.uri)
             if sink.fps is None:
                 sink.fps = source.fps
-            stats.source = source
+            sink.real_time = source.live and policy == "latest"
+            stats.source, stats.sink = source, sink
             stats.info = {"source": source.uri, "sink": sink.uri, "model": _model_name(self.model, restorer),
                           "backend": getattr(restorer.backend, "name", type(restorer.backend).__name__),
                           "policy": policy, "batch": self.batch, "side_by_side": self.side_by_side}
@@ -446,8 +467,9 @@ class Stream:
             except KeyboardInterrupt:
                 interrupted = True
                 self.stop(drain=False)
-            except BaseException as exc:
+            except BaseException as exc:  # a failed write: stop here (the stages give up once aborted)
                 self._fail(exc)
+                break
         return interrupted
 
     def _status_stream(self) -> TextIO | None:

@@ -53,7 +53,10 @@ def restore_video(restorer: Restorer, src: str | os.PathLike, dst: str | os.Path
     partial file is deleted and the exception raised. ``progress(done, total)`` is called after
     each frame written, ``total`` being the frame count ``src``'s header claims (None: unknown).
     Raises :class:`~mirnet.sdk.errors.InputError` when ``src`` is not a readable video or holds no
-    decodable frame. Returns the stream's statistics."""
+    decodable frame, :class:`~mirnet.sdk.errors.OutputError` when ``dst`` cannot be written.
+    Returns the stream's statistics plus ``declared_frames``, the frame count ``src``'s container
+    declares (None: unknown): a video that decodes to fewer frames is truncated or corrupt, and
+    its output holds only the frames that could be decoded."""
     source = VideoFileSource(src)
     sink = _PendingVideo(dst, source, progress)
     try:
@@ -64,4 +67,4 @@ def restore_video(restorer: Restorer, src: str | os.PathLike, dst: str | os.Path
     except BaseException:
         sink.abort()
         raise
-    return stats
+    return {**stats, "frames": sink.frames, "declared_frames": source.frame_count}

@@ -7,17 +7,21 @@
 ``frames/``, ``out/%06d.jpg``    image folder (``<frame index>.png``) or a printf pattern
 ``display://[title]``            an OpenCV window (needs the ``gui`` extra); q or Esc stops
 ``rtsp://host:8554/live``        H.264 pushed to an RTSP server (e.g. mediamtx) by an ``ffmpeg``
-``rtp://host:5004``              or ``gst-launch-1.0`` subprocess
+``rtp://host:5004``              or ``gst-launch-1.0`` subprocess: we do not serve RTSP. RTP is
+                                 H.264 with payload type 96 (:func:`rtp_sdp` describes it)
 ``null://``                      discards frames (speed measurements)
 a Python callable                ``fn(image, frame)`` for every frame
 =============================  ==============================================================
 
 A sink receives uint8/uint16 images of any kind; video, display and network sinks convert to
 8-bit BGR. Sinks that keep one frame size (video files, network) scale frames of another size to
-the first one and say so once per new size.
+the first one and say so once per new size. Sinks that write at a fixed rate (video files,
+network) keep real time for live sources (``real_time``, see :class:`Sink`). A failed write raises
+:class:`~mirnet.sdk.errors.OutputError` naming the output and the cause (a full disk).
 """
 from __future__ import annotations
 
+import errno
 import fractions
 import logging
 import os
@@ -32,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, InputError, MissingDependencyError
+from ..errors import ConfigError, InputError, MirnetError, MissingDependencyError, OutputError
 from .gstreamer import gst_argv
 from .process import stop_process
 from .registry import parse_uri
@@ -41,7 +45,11 @@ from .source import Frame
 log = logging.getLogger("mirnet.stream")
 
 __all__ = ["Sink", "VideoFileSink", "FolderSink", "DisplaySink", "NetworkSink", "CallbackSink",
-           "NullSink", "SINKS", "open_sink", "to_bgr8", "ffmpeg_command", "gst_command"]
+           "NullSink", "SINKS", "open_sink", "to_bgr8", "ffmpeg_command", "gst_command", "rtp_sdp",
+           "DEFAULT_FPS"]
+
+#: the frame rate of video files and network streams when neither the caller nor the source gives one
+DEFAULT_FPS = 25.0
 
 NETWORK_INSTALL_HINT = ("install ffmpeg (Debian/Ubuntu: sudo apt-get install ffmpeg) or GStreamer "
                         "(sudo apt-get install gstreamer1.0-tools gstreamer1.0-plugins-base "
@@ -72,13 +80,26 @@ def to_bgr8(image: np.ndarray) -> np.ndarray:
 class Sink:
     """Base class: ``open(fps)`` once, ``write(image, frame)`` per frame, then ``close()`` (finalise)
     or ``abort()`` (nothing useful was written). ``frames`` counts frames written; a sink sets
-    ``wants_stop`` when its user asks to stop (a closed window)."""
+    ``wants_stop`` when its user asks to stop (a closed window).
+
+    ``real_time`` (set by :class:`~mirnet.sdk.stream.Stream` for a live source under policy
+    ``latest``): sinks that write at a fixed rate put each frame at its capture time on the ``fps``
+    grid, repeating the previous frame over the slots that dropped frames left (``repeated``) and
+    skipping a frame whose slot is already written, i.e. a source faster than ``fps``
+    (``skipped``), so the output lasts as long as the scene did. Otherwise each frame takes the
+    next slot (files: nothing is lost, nothing repeated)."""
+
+    real_time = False
 
     def __init__(self, uri: str):
         self.uri = uri
         self.frames = 0
+        self.repeated = 0
+        self.skipped = 0
         self.fps: float | None = None
         self.wants_stop = False
+        self._t0: float | None = None
+        self._slots = 0
 
     def open(self, fps: float | None = None) -> "Sink":
         self.fps = fps
@@ -92,6 +113,38 @@ class Sink:
 
     def abort(self) -> None:
         self.close()
+
+    def counters(self) -> dict:
+        return {"frames": self.frames, "repeated": self.repeated, "skipped": self.skipped}
+
+    def _gap(self, frame: Frame) -> int | None:
+        """For fixed-rate sinks: how many slots before ``frame`` to fill with the previous frame
+        (0 without ``real_time``), or None when ``frame``'s slot is already written (skip it)."""
+        if not self.real_time:
+            return 0
+        if self._t0 is None:
+            self._t0 = frame.capture_time
+        gap = round((frame.capture_time - self._t0) * (self.fps or DEFAULT_FPS)) - self._slots
+        if gap >= 0:
+            return gap
+        self.skipped += 1
+        if self.skipped == 1:
+            log.warning("%s: frames come faster than this output's %g fps; frames whose time slot is already "
+                        "written are skipped to keep real time (set the output rate to the source's: --fps, "
+                        "or Stream(fps=...))", self.uri, self.fps or DEFAULT_FPS)
+        return None
+
+    def _wrote(self, gap: int) -> None:
+        self._slots += gap + 1
+        self.repeated += gap
+        self.frames += 1
+
+    def _write_error(self, exc: OSError, what: str) -> MirnetError:
+        """``exc`` as an OutputError naming this output and the cause (an OutputError as it is)."""
+        if isinstance(exc, MirnetError):
+            return exc
+        hint = "; free space on that disk or write elsewhere" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+        return OutputError(f"{self.uri}: {what} could not be written ({exc.strerror or exc}){hint}")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.uri!r})"
@@ -126,6 +179,7 @@ class VideoFileSink(_FixedSize, Sink):
         if self.path.suffix.lower() not in VIDEO_SUFFIXES:
             raise InputError(f"{path}: not a video suffix; use one of {list(VIDEO_SUFFIXES)}")
         self._writer = None
+        self._previous: np.ndarray | None = None
 
     def open(self, fps: float | None = None) -> "Sink":
         if not self.path.parent.is_dir():
@@ -138,14 +192,29 @@ class VideoFileSink(_FixedSize, Sink):
         image = to_bgr8(image)
         if self._writer is None:
             self.size_wh = (image.shape[1], image.shape[0])
-            self._writer = VideoWriter(self.path, self.fps or 25.0, self.size_wh)
-        self._writer.write(self._fit(image, frame))
-        self.frames += 1
+            self._writer = VideoWriter(self.path, self.fps or DEFAULT_FPS, self.size_wh)
+        gap = self._gap(frame)
+        if gap is None:
+            return
+        image = self._fit(image, frame)
+        try:
+            for _ in range(gap):
+                self._writer.write(self._previous)
+            self._writer.write(image)
+        except OSError as exc:  # the partial file is removed: a failed write leaves no broken video
+            self.abort()
+            raise self._write_error(exc, f"frame {frame.index}") from exc
+        self._previous = image
+        self._wrote(gap)
 
     def close(self) -> None:
         writer, self._writer = self._writer, None
         if writer is not None:
-            writer.close()
+            try:
+                writer.close()
+            except OSError as exc:
+                writer.abort()
+                raise self._write_error(exc, "the finished video") from exc
 
     def abort(self) -> None:
         writer, self._writer = self._writer, None
@@ -170,14 +239,21 @@ class FolderSink(Sink):
                 raise ConfigError(f"{text}: a file pattern needs one integer field such as %06d") from None
 
     def open(self, fps: float | None = None) -> "Sink":
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"{self.uri}: cannot create the folder {self.folder} ({exc.strerror or exc}); "
+                              f"choose another output folder") from exc
         return super().open(fps)
 
     def write(self, image: np.ndarray, frame: Frame) -> None:
         from ..media import write_image
 
         path = Path(self.pattern % frame.index) if self.pattern else self.folder / f"{frame.index:06d}.png"
-        write_image(path, image)
+        try:
+            write_image(path, image)
+        except OSError as exc:
+            raise self._write_error(exc, f"frame {frame.index} ({path.name})") from exc
         self.frames += 1
 
 
@@ -229,11 +305,42 @@ def _fraction(fps: float) -> str:
     return f"{f.numerator}/{f.denominator}"
 
 
+def rtp_address(url: str) -> tuple[str, int]:
+    """``(host, port)`` of an ``rtp://host:port`` output; ConfigError when either is missing."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if not parts.hostname or not port:
+        raise ConfigError(f"{url}: an RTP output needs a host and a port, e.g. rtp://127.0.0.1:5004 (the UDP "
+                          f"port the receiver listens on)")
+    return parts.hostname, port
+
+
+def rtp_sdp(url: str, codec: str = "H264") -> str:
+    """The SDP of what a :class:`NetworkSink` sends to ``rtp://host:port``: H.264 with payload type
+    96 (``codec="JPEG"``: RFC 2435 JPEG, payload type 26, GStreamer's fallback without an H.264
+    encoder). Receivers need it: ``ffplay -protocol_whitelist file,udp,rtp -i stream.sdp``."""
+    host, port = rtp_address(url)
+    family = "IP6" if ":" in host else "IP4"
+    payload, rtpmap = (96, "H264/90000") if codec == "H264" else (26, "JPEG/90000")
+    lines = ["v=0", f"o=- 0 0 IN {family} {host}", "s=mirnet-edge", f"c=IN {family} {host}", "t=0 0",
+             f"m=video {port} RTP/AVP {payload}", f"a=rtpmap:{payload} {rtpmap}"]
+    if codec == "H264":
+        lines.append(f"a=fmtp:{payload} packetization-mode=1")
+    return "\n".join(lines) + "\n"
+
+
 def ffmpeg_command(url: str, width: int, height: int, fps: float, *, exe: str = "ffmpeg") -> list[str]:
     """ffmpeg reading raw BGR frames on stdin and sending H.264 (x264, zero latency) to
-    ``rtsp://`` (publishing to an RTSP server over TCP) or ``rtp://host:port``."""
+    ``rtsp://`` (publishing to an RTSP server over TCP) or ``rtp://host:port`` (payload type 96)."""
     scheme = url.split("://", 1)[0].lower()
-    out = ["-f", "rtsp", "-rtsp_transport", "tcp", url] if scheme.startswith("rtsp") else ["-f", "rtp", url]
+    if scheme.startswith("rtsp"):
+        out = ["-f", "rtsp", "-rtsp_transport", "tcp", url]
+    else:
+        rtp_address(url)
+        out = ["-f", "rtp", "-payload_type", "96", url]
     return [exe, "-hide_banner", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "bgr24",
             "-s", f"{width}x{height}", "-r", _fraction(fps), "-i", "-", "-an",
             "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-pix_fmt", "yuv420p",
@@ -273,9 +380,8 @@ def gst_command(url: str, width: int, height: int, fps: float, *, exe: str = "gs
                 f"gstreamer1.0-plugins-ugly) and rtspclientsink (gstreamer1.0-rtsp); or "
                 f"sudo apt-get install ffmpeg")
         return [exe, "-q", "-e", *gst_argv(f"{src} ! {enc} ! rtspclientsink location={url}")]
-    if not parts.hostname or not parts.port:
-        raise ConfigError(f"{url}: an RTP output needs a host and a port, e.g. rtp://127.0.0.1:5004")
-    udp = f"udpsink host={parts.hostname} port={parts.port} sync=false"
+    host, port = rtp_address(url)
+    udp = f"udpsink host={host} port={port} sync=false"
     if enc is None:
         return [exe, "-q", "-e", *gst_argv(f"{src} ! video/x-raw, format=I420 ! jpegenc quality=85 ! rtpjpegpay ! {udp}")]
     return [exe, "-q", "-e", *gst_argv(f"{src} ! {enc} ! rtph264pay config-interval=1 pt=96 ! {udp}")]
@@ -283,7 +389,10 @@ def gst_command(url: str, width: int, height: int, fps: float, *, exe: str = "gs
 
 class NetworkSink(_FixedSize, Sink):
     """``rtsp://`` / ``rtp://`` output through an ``ffmpeg`` (preferred) or ``gst-launch-1.0``
-    subprocess found on PATH; ``tool`` forces one of them."""
+    subprocess found on PATH; ``tool`` forces one of them. ``rtsp://`` publishes to an RTSP server
+    that runs elsewhere (mediamtx, gst-rtsp-server): we do not serve RTSP. ``rtp://host:port``
+    sends H.264 (payload type 96) over UDP; when it starts, ``sdp`` holds the session description
+    a receiver needs, and it is logged."""
 
     TOOLS = ("ffmpeg", "gst-launch-1.0")
 
@@ -291,6 +400,9 @@ class NetworkSink(_FixedSize, Sink):
         super().__init__(url)
         if tool is not None and tool not in self.TOOLS:
             raise ConfigError(f"tool={tool!r}: valid tools are {self.TOOLS}")
+        if url.split("://", 1)[0].lower() == "rtp":
+            rtp_address(url)
+        self.sdp: str | None = None
         found = [(t, shutil.which(t)) for t in ((tool,) if tool else self.TOOLS)]
         found = [(t, exe) for t, exe in found if exe]
         if not found:
@@ -300,6 +412,7 @@ class NetworkSink(_FixedSize, Sink):
         self._proc: subprocess.Popen | None = None
         self._lines: deque[str] = deque(maxlen=20)
         self._stride = 0
+        self._previous: memoryview | None = None
 
     def command(self, width: int, height: int, fps: float) -> list[str]:
         if self.tool == "ffmpeg":
@@ -307,8 +420,12 @@ class NetworkSink(_FixedSize, Sink):
         return gst_command(self.uri, width, height, fps, exe=self.exe)
 
     def _start(self, width: int, height: int) -> None:
-        argv = self.command(width, height, self.fps or 25.0)
+        argv = self.command(width, height, self.fps or DEFAULT_FPS)
         self._stride = 0 if self.tool == "ffmpeg" else -(-width * 3 // 4) * 4
+        if self.uri.split("://", 1)[0].lower() == "rtp":
+            self.sdp = rtp_sdp(self.uri, "JPEG" if "rtpjpegpay" in argv else "H264")
+            log.warning("%s: sending RTP; a receiver needs this SDP (save it as stream.sdp, then e.g. "
+                        "`ffplay -protocol_whitelist file,udp,rtp -i stream.sdp`):\n%s", self.uri, self.sdp.rstrip())
         try:
             self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                           stderr=subprocess.STDOUT)
@@ -326,19 +443,26 @@ class NetworkSink(_FixedSize, Sink):
         if self._proc is None:
             self.size_wh = (image.shape[1], image.shape[0])
             self._start(*self.size_wh)
+        gap = self._gap(frame)
+        if gap is None:
+            return
         image = self._fit(image, frame)
         data = image
         if self._stride and self._stride != image.shape[1] * 3:
             h = image.shape[0]
             data = np.zeros((h, self._stride), np.uint8)
             data[:, :image.shape[1] * 3] = image.reshape(h, -1)
+        data = memoryview(np.ascontiguousarray(data)).cast("B")
         try:
-            self._proc.stdin.write(memoryview(np.ascontiguousarray(data)).cast("B"))
+            for _ in range(gap):
+                self._proc.stdin.write(self._previous)
+            self._proc.stdin.write(data)
         except (BrokenPipeError, OSError) as exc:
             rc = self._proc.poll()
             raise InputError(f"{self.uri}: {self.tool} stopped (exit code {rc}): "
                              f"{' | '.join(self._lines) or exc}") from exc
-        self.frames += 1
+        self._previous = data
+        self._wrote(gap)
 
     def close(self) -> None:
         proc, self._proc = self._proc, None

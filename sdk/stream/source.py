@@ -38,12 +38,16 @@ class Frame:
     """One captured image. ``index`` counts frames from 0 in capture order (frames a live source
     dropped leave gaps); ``capture_time`` is ``time.monotonic()`` when the frame was captured
     (read from the file, received from the network); ``grab_s`` the seconds spent grabbing and
-    decoding it."""
+    decoding it; ``stream_time`` the source's own timestamp of the frame in seconds (RTP/container
+    time, a camera buffer's time), None when the source has none. Frames that waited in a
+    decoder's or a socket's buffer are grabbed late, so only ``stream_time`` tells their true age
+    (see :class:`~mirnet.sdk.stream.stats.StreamStats`)."""
 
     index: int
     capture_time: float
     image: np.ndarray
     grab_s: float = 0.0
+    stream_time: float | None = None
 
 
 @dataclass(frozen=True)
@@ -189,6 +193,10 @@ class LiveSource(Source):
     def _interrupt(self) -> None:
         pass
 
+    def _stream_time(self) -> float | None:
+        """The source's timestamp (seconds) of the image ``_grab`` just returned, None if it has none."""
+        return None
+
     def open(self) -> "Source":
         try:
             self._connect()
@@ -218,7 +226,7 @@ class LiveSource(Source):
                     if not self._reconnect_after(exc):
                         break
                     continue
-                frame = Frame(self.frames, t1, image, t1 - t0)
+                frame = Frame(self.frames, t1, image, t1 - t0, self._stream_time())
                 self.frames += 1  # captured, whether or not the buffer keeps it
                 self._frames.put(frame)
         except BaseException as exc:  # a bug here must reach the reader, not vanish in the thread
@@ -231,10 +239,13 @@ class LiveSource(Source):
         log.warning("%s: connection lost (%s); reconnecting", self.uri, cause)
         failed = 0
         while not self._stop.is_set():
-            if self.reconnect.max_attempts is not None and failed >= self.reconnect.max_attempts:
+            limit = self.reconnect.max_attempts
+            if limit is not None and failed >= limit:
+                flag = f"--reconnect-attempts {limit} on the command line, " if limit else ""
                 self._error = SourceError(
                     f"{self.uri}: connection lost ({cause}); gave up after {failed} reconnection "
-                    f"attempt(s) (Reconnect.max_attempts={self.reconnect.max_attempts})")
+                    f"attempt(s) in a row, the limit ({flag}Reconnect(max_attempts={limit}) in Python); "
+                    f"raise it, or retry forever with --reconnect-attempts 0 / max_attempts=None")
                 return False
             if self._stop.wait(self.reconnect.delay(failed + 1)):
                 return False

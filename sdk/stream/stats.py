@@ -1,4 +1,13 @@
-"""Stream statistics: per-stage and glass-to-glass latency percentiles, fps, drops, reconnects.
+"""Stream statistics: per-stage and glass-to-glass latency percentiles, fps, drops, reconnects,
+and the age of the frames the pipeline reads.
+
+``frame_age``: how old each frame is when the pipeline reads it from the source, against the
+capture clock. When the source timestamps its frames (``Frame.stream_time``: RTSP, V4L2 and
+OpenCV-GStreamer captures), a frame's capture instant is placed on our clock through the stream's
+own clock (anchored at the least-delayed frame seen), so frames that waited in a decoder's or a
+socket's buffer show their whole wait (``clock: "stream"``); otherwise the age counts from when the
+frame arrived (``clock: "arrival"``). Under policy ``block`` a live source that is faster than the
+pipeline builds such a backlog: the age grows while nothing is dropped.
 
 Memory is fixed: counts, sums and maxima cover the whole run; percentiles cover the last
 ``window`` samples of each series (a ring buffer). Exposed as a JSON-able dict
@@ -13,13 +22,17 @@ import threading
 import time
 from collections import deque
 
+from ..errors import OutputError
 from ..timing import QUANTILES, LatencySeries
 
-__all__ = ["STAGES", "StreamStats", "serve_prometheus", "SCHEMA"]
+__all__ = ["STAGES", "NETWORK", "StreamStats", "serve_prometheus", "SCHEMA"]
 
 SCHEMA = "mirnet.stream.stats/1"
 #: pipeline stages in order; ``capture`` is the source's grab/decode time of a frame
 STAGES = ("capture", "preprocess", "infer", "postprocess", "sink")
+#: with a remote backend (a server) ``infer`` is the server's time and this stage, reported once
+#: it has samples, the rest of the round trip: transfer, (de)serialisation, the server's queue
+NETWORK = "network"
 
 
 class StreamStats:
@@ -30,8 +43,13 @@ class StreamStats:
         self.lock = threading.Lock()
         self.info = dict(info or {})
         self.window = window
-        self.stages = {s: LatencySeries(window) for s in STAGES}
+        self.stages = {s: LatencySeries(window) for s in (*STAGES, NETWORK)}
         self.glass = LatencySeries(window)
+        self.age = LatencySeries(window)
+        self.age_last: float | None = None
+        self.age_clock = "arrival"
+        self._stream_offset: float | None = None
+        self._last_stream_time: float | None = None
         self.frames_in = 0
         self.frames = 0
         self.dropped_queue = 0
@@ -41,17 +59,34 @@ class StreamStats:
         self.state = "starting"
         self.error: str | None = None
         self.source = None  # object with counters() -> dict
+        self.sink = None  # object with counters() -> dict
         self.t_start = time.monotonic()
         self.t_first: float | None = None
         self.t_last: float | None = None
         self._recent: deque[float] = deque(maxlen=64)
 
     # ------------------------------------------------------------ recording (pipeline threads)
-    def frame_in(self, capture_time: float) -> None:
+    def frame_in(self, capture_time: float, read_time: float | None = None,
+                 stream_time: float | None = None) -> None:
+        """A frame read from the source; with ``read_time`` (``time.monotonic()``) its age is recorded
+        (see the module docstring; ``stream_time`` is the frame's own timestamp, if any)."""
         with self.lock:
             self.frames_in += 1
             if self.t_first is None:
                 self.t_first = capture_time
+            if read_time is None:
+                return
+            origin = capture_time
+            if stream_time is not None:
+                if self._last_stream_time is None or stream_time < self._last_stream_time:
+                    self._stream_offset = None  # the first frame, or the stream restarted (reconnection)
+                offset = capture_time - stream_time
+                self._stream_offset = offset if self._stream_offset is None else min(self._stream_offset, offset)
+                self._last_stream_time = stream_time
+                origin = self._stream_offset + stream_time
+                self.age_clock = "stream"
+            self.age_last = max(0.0, read_time - origin)
+            self.age.add(self.age_last)
 
     def drop(self, n: int = 1) -> None:
         with self.lock:
@@ -77,6 +112,10 @@ class StreamStats:
             return {"dropped": 0, "reconnects": 0, "reconnect_attempts": 0}
         return src.counters()
 
+    def _frame_age(self) -> dict:
+        last = None if self.age_last is None else round(self.age_last * 1e3, 3)
+        return {**self.age.summary(), "last_ms": last, "clock": self.age_clock}
+
     def fps(self) -> float:
         if self.t_first is None or self.t_last is None or self.frames == 0:
             return 0.0
@@ -93,6 +132,7 @@ class StreamStats:
 
     def snapshot(self) -> dict:
         src = self._source_counters()
+        sink = self.sink.counters() if self.sink is not None else {"repeated": 0, "skipped": 0}
         with self.lock:
             return {
                 "schema": SCHEMA,
@@ -107,30 +147,41 @@ class StreamStats:
                 "dropped_by": {"source": src["dropped"], "pipeline": self.dropped_queue},
                 "reconnects": src["reconnects"],
                 "reconnect_attempts": src["reconnect_attempts"],
+                "frames_repeated": sink["repeated"],
+                "frames_skipped": sink["skipped"],
                 "size_changes": self.size_changes,
                 "batches": self.batches,
-                "stages": {s: series.summary() for s, series in self.stages.items()},
+                "stages": {s: series.summary() for s, series in self.stages.items() if s in STAGES or series.count},
                 "glass_to_glass": self.glass.summary(),
+                "frame_age": self._frame_age(),
                 "percentile_window": self.window,
                 "events": list(self.events),
                 "error": self.error,
             }
 
     def write_json(self, path: str | os.PathLike) -> None:
+        """Write :meth:`snapshot` to ``path`` atomically; OutputError names the file and the cause."""
         from ..artifact import atomic_write_bytes
 
-        atomic_write_bytes(path, (json.dumps(self.snapshot(), indent=2) + "\n").encode())
+        try:
+            atomic_write_bytes(path, (json.dumps(self.snapshot(), indent=2) + "\n").encode())
+        except OSError as exc:
+            raise OutputError(f"{os.fspath(path)}: cannot write the stream statistics ({exc.strerror or exc})") from exc
 
     def status_line(self) -> str:
         s = self.snapshot()
         g = s["glass_to_glass"]
-        inf = s["stages"]["infer"]
+        inf, net = s["stages"]["infer"], s["stages"].get(NETWORK)
 
         def ms(v):
             return "-" if v is None else f"{v:.0f}"
         line = (f"{s['frames']} frames  {s['fps_recent'] or s['fps']:.1f} fps  "
                 f"glass-to-glass p50 {ms(g['p50_ms'])} p95 {ms(g['p95_ms'])} ms  "
-                f"infer p50 {ms(inf['p50_ms'])} ms  dropped {s['dropped']}")
+                f"infer p50 {ms(inf['p50_ms'])} ms  "
+                + (f"network p50 {ms(net['p50_ms'])} ms  " if net else "")
+                + f"dropped {s['dropped']}")
+        if s["frame_age"]["last_ms"] is not None:
+            line += f"  frame age {ms(s['frame_age']['last_ms'])} ms"
         if s["reconnects"] or s["reconnect_attempts"]:
             line += f"  reconnects {s['reconnects']}"
         return line
@@ -157,8 +208,11 @@ class StreamStats:
         metric("size_changes_total", "counter", "Input frame size or format changes.", [("", s["size_changes"])])
         metric("fps", "gauge", "Frames written per second (recent).", [("", float(s["fps_recent"]))])
         metric("up", "gauge", "1 while the stream runs.", [("", int(s["state"] == "running"))])
+        if s["frame_age"]["last_ms"] is not None:
+            metric("frame_age_seconds", "gauge", "Age of the newest frame read from the source, against the "
+                   "capture clock.", [("", s["frame_age"]["last_ms"] / 1e3)])
         with self.lock:
-            series = [(st, self.stages[st]) for st in STAGES]
+            series = [(st, ser) for st, ser in self.stages.items() if st in STAGES or ser.count]
             stage_samples, g_samples = [], []
             for st, ser in series:
                 for q, v in zip(QUANTILES, ser.quantiles_s()):

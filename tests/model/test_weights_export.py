@@ -131,12 +131,57 @@ def test_writer_failure_keeps_the_previous_artifact(tmp_path, failure):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.json"]
 
 
+def _edit_sidecar(path, edit):
+    sidecar = artifact.sidecar_path(path)
+    manifest = json.loads(sidecar.read_text())
+    edit(manifest)
+    sidecar.write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("edit, named", [
+    (lambda m: m["config"].update(residual="feature"), "config.residual: manifest 'feature', file 'image'"),
+    (lambda m: m["config"].update(chan_factor=1.25), "config.chan_factor: manifest 1.25, file 1.5"),
+    (lambda m: m.update(pruned={"layers": {"conv_in": [3, 8, 1]}}),
+     "pruned_layers.conv_in: manifest [3, 8, 1], file None"),
+], ids=["residual", "chan_factor", "pruned"])
+def test_edited_manifest_is_refused(tmp_path, edit, named):
+    """The config and pruned layout are recorded in the safetensors metadata (under the sha256): a
+    sidecar edited after saving is refused naming both values, never obeyed with other outputs."""
+    path = save_weights(create_model(MIRNetV2Config(n_feat=16, n_rrg=1, n_mrb=1, width=1, max_groups=1)),
+                        tmp_path / "w.safetensors")
+    _edit_sidecar(path, edit)
+    with pytest.raises(ArtifactError, match="manifest was edited") as err:
+        load_model(path)
+    assert named in str(err.value) and "Restore the original manifest" in str(err.value)
+
+
+def test_file_without_recorded_network_is_refused_until_adopted(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from mirnet.sdk.model.weights import adopt_manifest
+
+    torch.manual_seed(0)
+    model = create_model("nano").eval()
+    path = save_weights(model, tmp_path / "old.safetensors", variant="nano", training={"steps": 7})
+    save_file(load_file(str(path)), str(path))  # as saved before the network went into the metadata
+    _edit_sidecar(path, lambda m: m.update(sha256=artifact.sha256_file(path)))
+    before = json.loads(artifact.sidecar_path(path).read_text())
+    with pytest.raises(ArtifactError, match=r"does not record its network config.*adopt_manifest\('"):
+        load_model(path)
+    adopt_manifest(path)
+    after = json.loads(artifact.sidecar_path(path).read_text())
+    assert {k for k in before if before[k] != after[k]} == {"sha256"}
+    x = torch.rand(1, 3, 16, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(path)(x), model(x), rtol=0, atol=0)
+
+
 def test_cached_export_is_keyed_on_weights_and_manifest(tmp_path, monkeypatch):
     """The export cache serves an entry only for the same weights bytes *and* the same manifest
-    config/pruned layout; a damaged entry is exported again."""
-    import json
-
-    from mirnet.optimize.export_onnx import cached_export
+    config/pruned layout/opset; an edited manifest is refused (never a stale export); a damaged
+    entry is exported again."""
+    from mirnet.optimize import export_onnx as exporter
+    from mirnet.optimize.export_onnx import _export_key, cached_export
 
     monkeypatch.setenv("MIRNET_CACHE", str(tmp_path / "cache"))
     torch.manual_seed(0)
@@ -147,18 +192,30 @@ def test_cached_export_is_keyed_on_weights_and_manifest(tmp_path, monkeypatch):
     stamp = first.stat().st_mtime_ns
     assert cached_export(weights) == first and first.stat().st_mtime_ns == stamp  # reused, not re-exported
 
+    # the key covers everything that defines the network, not only the weights' bytes
+    manifest = artifact.read_manifest(weights)
+    key = _export_key(weights, manifest)
+    for edit in ({"config": {**manifest["config"], "residual": "feature"}},
+                 {"pruned": {"layers": {"conv_in": [3, 8, 1]}}}):
+        assert _export_key(weights, {**manifest, **edit}) != key
+    monkeypatch.setattr(exporter, "DEFAULT_OPSET", exporter.DEFAULT_OPSET + 1)
+    assert _export_key(weights, manifest) != key
+    monkeypatch.undo()
+    monkeypatch.setenv("MIRNET_CACHE", str(tmp_path / "cache"))
+
     # same bytes, edited manifest (an image residual becomes a feature residual: another network)
     sidecar = artifact.sidecar_path(weights)
-    manifest = json.loads(sidecar.read_text())
-    manifest["config"]["residual"] = "feature"
-    sidecar.write_text(json.dumps(manifest))
-    edited = cached_export(weights)
-    assert edited != first and artifact.read_manifest(edited)["config"]["residual"] == "feature"
+    original = sidecar.read_text()
+    _edit_sidecar(weights, lambda m: m["config"].update(residual="feature"))
+    with pytest.raises(ArtifactError, match="manifest was edited"):
+        cached_export(weights)
+    sidecar.write_text(original)
+    assert cached_export(weights) == first
 
     # other weights bytes, same manifest fields
     torch.manual_seed(1)
     other = save_weights(create_model(cfg), tmp_path / "w.safetensors", variant="tiny")
-    assert cached_export(other) not in (first, edited)
+    assert cached_export(other) != first
 
     # a damaged entry is exported again
     entry = cached_export(other)

@@ -66,11 +66,15 @@ class IdentityBackend(Backend):
 
 class MjpegServer:
     """A multipart/x-mixed-replace MJPEG server on 127.0.0.1 (http.server in a thread).
-    ``content_length=False`` leaves out the per-part Content-Length; ``stop()`` drops every
-    connection and the listening socket, ``start()`` comes back on the same port."""
+    ``content_length=False`` leaves out the per-part Content-Length; ``content_type`` replaces the
+    response's Content-Type (FFmpeg's mpjpeg server says application/octet-stream); ``stop()``
+    drops every connection and the listening socket, ``start()`` comes back on the same port."""
 
-    def __init__(self, fps: float = 200.0, content_length: bool = True, size=(32, 48)):
+    def __init__(self, fps: float = 200.0, content_length: bool = True, size=(32, 48),
+                 content_type: str = "multipart/x-mixed-replace; boundary=frameboundary",
+                 boundary: bytes = b"frameboundary"):
         self.fps, self.content_length, self.size = fps, content_length, size
+        self.content_type, self.boundary = content_type, boundary
         self.served = 0
         self.connections = 0
         self.port = 0
@@ -88,13 +92,13 @@ class MjpegServer:
             def do_GET(self):  # noqa: N802
                 outer.connections += 1
                 self.send_response(200)
-                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frameboundary")
+                self.send_header("Content-Type", outer.content_type)
                 self.end_headers()
                 try:
                     while outer._alive.is_set():
                         ok, jpg = cv2.imencode(".jpg", frame_image(outer.served, *outer.size))
                         data = jpg.tobytes()
-                        head = b"--frameboundary\r\nContent-Type: image/jpeg\r\n"
+                        head = b"--" + outer.boundary + b"\r\nContent-Type: image/jpeg\r\n"
                         if outer.content_length:
                             head += b"Content-Length: %d\r\n" % len(data)
                         self.wfile.write(head + b"\r\n" + data + b"\r\n")

@@ -183,6 +183,18 @@ def test_http_mjpeg_source_reads_live_frames(mjpeg_server, length):
         src.close()
 
 
+def test_http_mjpeg_octet_stream_with_a_multipart_body(mjpeg_server):
+    """FFmpeg's mpjpeg muxer behind its HTTP server: Content-Type application/octet-stream, boundary
+    ``ffmpeg``, lower-case part headers. The body is recognised by its first ``--boundary`` line."""
+    server = mjpeg_server(content_type="application/octet-stream", boundary=b"ffmpeg")
+    src = open_source(server.url)
+    try:
+        frames = [src.read(timeout=5) for _ in range(3)]
+        assert all(f is not None and f.image.shape == (32, 48, 3) for f in frames)
+    finally:
+        src.close()
+
+
 def test_http_source_errors(mjpeg_server):
     server = mjpeg_server()
     port = server.port
@@ -215,7 +227,8 @@ def test_http_source_gives_up_after_max_attempts(mjpeg_server):
     try:
         assert src.read(timeout=5) is not None
         server.stop()
-        with pytest.raises(SourceError, match=r"gave up after 2 reconnection attempt"):
+        with pytest.raises(SourceError, match=r"gave up after 2 reconnection attempt.*--reconnect-attempts 2 on the "
+                                              r"command line, Reconnect\(max_attempts=2\) in Python"):
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
                 src.read(timeout=0.2)
@@ -246,6 +259,94 @@ def test_http_source_rejects_non_multipart(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+# ---------------------------------------------------------------------------- RTSP
+class FakeRtspServer:
+    """Answers every RTSP request on 127.0.0.1: ``404`` for any path but ``/live``; ``/live`` wants
+    Digest credentials ``user``/``secret`` when ``auth`` and then answers 200 with an empty SDP
+    (which no client can play). ``requests`` records (method, authorization header) pairs."""
+
+    def __init__(self, auth: bool):
+        import socketserver
+        import threading
+
+        outer = self
+        self.requests: list[tuple[str, str | None]] = []
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                while True:
+                    lines = []
+                    while (line := self.rfile.readline()) not in (b"\r\n", b"\n", b""):
+                        lines.append(line.decode("latin-1").strip())
+                    if not lines:
+                        return
+                    method, url = lines[0].split()[:2]
+                    headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+                    outer.requests.append((method, headers.get("authorization")))
+                    reply = outer.answer(method, url, headers)
+                    self.wfile.write(f"RTSP/1.0 {reply}\r\nCSeq: {headers.get('cseq', '0')}\r\n"
+                                     f"Content-Length: 0\r\n\r\n".encode())
+
+        self.auth = auth
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self.port = self.server.server_address[1]
+
+    def answer(self, method: str, url: str, headers: dict) -> str:
+        if not url.rstrip("/").endswith("/live"):
+            return "404 Not Found"
+        if self.auth and method != "OPTIONS":
+            got = headers.get("authorization", "")
+            if 'username="user"' not in got or not self._digest_ok(method, got):
+                return '401 Unauthorized\r\nWWW-Authenticate: Digest realm="cam", nonce="abc123"'
+        return "200 OK"
+
+    @staticmethod
+    def _digest_ok(method: str, header: str) -> bool:
+        import hashlib
+        import re
+
+        p = dict(re.findall(r'(\w+)="?([^",]*)"?', header))
+
+        def md5(t: str) -> str:
+            return hashlib.md5(t.encode()).hexdigest()
+        ha1, ha2 = md5("user:cam:secret"), md5(f"{method}:{p.get('uri')}")
+        return p.get("response") == md5(f"{ha1}:abc123:{ha2}")
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("auth, path, userinfo, reason", [
+    (False, "/nothing", "", r"404 Not Found: the server has no stream at '/nothing'"),
+    (True, "/live", "", r"401 Unauthorized: give the user name and password in the URL"),
+    (True, "/live", "user:wrong@", r"401 Unauthorized: the user name or password in the URL is wrong"),
+    (True, "/live", "user:secret@", r"200 OK, so the stream exists"),
+], ids=["404", "401-no-credentials", "401-wrong-password", "200-unplayable"])
+def test_rtsp_error_says_what_the_server_answered(auth, path, userinfo, reason):
+    server = FakeRtspServer(auth)
+    try:
+        with pytest.raises(SourceError, match=reason) as err:
+            open_source(f"rtsp://{userinfo}127.0.0.1:{server.port}{path}", timeout=3)
+        masked = f"rtsp://{'***@' if userinfo else ''}127.0.0.1:{server.port}{path}: cannot open it"
+        assert str(err.value).startswith(masked) and "secret" not in str(err.value)
+    finally:
+        server.close()
+
+
+def test_rtsp_describe_without_a_server():
+    import socket
+
+    from mirnet.sdk.stream.capture import rtsp_describe
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert "connection refused" in rtsp_describe(f"rtsp://127.0.0.1:{port}/x", 2)
 
 
 # ---------------------------------------------------------------------------- GStreamer
