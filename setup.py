@@ -173,7 +173,9 @@ EXTRAS = {
     "ort": ["onnxruntime>=1.18", "onnx>=1.16"],
     "cuda": ["cuda-python>=12.3"],
     "torch": TORCH,
-    "train": TORCH + ["pyyaml>=6"],
+    # PyAV: FFmpeg with libx264/libx265 in its wheels, for the camera model's H.264/H.265 delivery
+    "camera": ["av>=12"],
+    "train": TORCH + ["pyyaml>=6", "av>=12"],
     "optimize": TORCH + ["onnx>=1.16", "onnxslim>=0.1.40", "onnxruntime>=1.18", "torch-pruning>=1.6,<2"],
     # Never nvidia-modelopt[onnx]: that extra replaces onnxruntime.
     "modelopt": TORCH + ["nvidia-modelopt>=0.47", "requests", "huggingface_hub"],
@@ -181,10 +183,15 @@ EXTRAS = {
     "gui": ["opencv-python>=4.8"],
     "trt": ["tensorrt>=10", "cuda-python>=12.3"],
     "dev": ["pytest>=8"],
+    # `mirnet serve` and the grpc:// / http:// backend. PyTriton 0.6.0: 0.7.0 ships no Python-backend
+    # stub for Python 3.11; every release pins numpy<2 (so no Python 3.13 wheels of numpy).
+    "serve": ["nvidia-pytriton==0.6.0", "tritonclient[http,grpc]>=2.50,<3"],
 }
 # Every extra that installs from PyPI on a Linux machine without a GPU. Not here: `gui` (it
-# replaces the headless OpenCV) and `trt` (TensorRT comes from JetPack or NVIDIA's package index).
-EXTRAS["all"] = sorted({req for name, reqs in EXTRAS.items() if name not in ("gui", "trt") for req in reqs})
+# replaces the headless OpenCV), `trt` (TensorRT comes from JetPack or NVIDIA's package index) and
+# `serve` (PyTriton pins numpy<2, which would take numpy and OpenCV back a major version for the
+# whole SDK: install it in the server's own environment, as .ci/run does).
+EXTRAS["all"] = sorted({req for name, reqs in EXTRAS.items() if name not in ("gui", "trt", "serve") for req in reqs})
 
 setup(
     name="mirnet-edge",

@@ -1,6 +1,7 @@
 """Backends by file suffix: ``.engine``/``.plan`` TensorRT, ``.onnx`` ONNX Runtime,
-``.safetensors``/``.pth`` PyTorch. A bundled model name runs its shipped ONNX export on ONNX
-Runtime, or its weights on PyTorch. Heavy imports happen only when a backend is opened."""
+``.safetensors``/``.pth`` PyTorch; ``grpc://``/``http://`` URLs a ``mirnet serve`` Triton server. A
+bundled model name runs its shipped ONNX export on ONNX Runtime, or its weights on PyTorch. Heavy
+imports happen only when a backend is opened."""
 from __future__ import annotations
 
 import importlib.util
@@ -40,11 +41,20 @@ def open_backend(model: str | os.PathLike, backend: str = "auto", *, threads: in
     ``auto``: a bundled name runs its shipped ONNX on ONNX Runtime on the CPU (its weights on
     PyTorch for a CUDA ``device`` or without onnxruntime); ``.onnx`` runs on ONNX Runtime,
     weights on PyTorch, engines on TensorRT. TensorRT engines always run on a GPU: ``device``
-    ``cpu``/``cuda`` means GPU 0, ``cuda:N`` GPU N."""
+    ``cpu``/``cuda`` means GPU 0, ``cuda:N`` GPU N. A ``grpc://`` or ``http://`` URL sends frames
+    to a server (:mod:`mirnet.sdk.backends.remote`; ``backend`` auto)."""
     from .. import zoo
+    from .remote import is_remote
 
     if backend not in BACKENDS:
         raise ConfigError(f"backend {backend!r}: valid backends are {BACKENDS}")
+    if is_remote(model):
+        if backend != "auto":
+            raise ConfigError(f"{model}: a server URL runs on the server's own backend; pass backend 'auto', "
+                              f"not {backend!r} (choose the server's backend with `mirnet serve --backend`)")
+        from .remote import RemoteBackend
+
+        return RemoteBackend(model)
     if zoo.is_bundled_name(model):
         name = str(model)
         if backend == "trt":

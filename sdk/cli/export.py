@@ -1,5 +1,8 @@
-"""``mirnet export onnx``: weights to a deployable format."""
+"""``mirnet export onnx``: weights to a deployable format; ``mirnet export triton``: a Triton model
+repository."""
 from __future__ import annotations
+
+from pathlib import Path
 
 from ..artifact import check_overwrite
 
@@ -13,6 +16,22 @@ def add_parser(sub) -> None:
     e.add_argument("--opset", type=int, default=17)
     e.add_argument("--force", action="store_true", help="overwrite an existing output")
     e.set_defaults(func=run_onnx)
+    t = export_sub.add_parser("triton", help="a Triton model repository for tritonserver (ONNX, TensorRT)",
+                              description="Write REPO/NAME (ONNX on the onnxruntime backend) and, with --engine, "
+                              "REPO/NAME-trt (tensorrt_plan), each with a config.pbtxt validated against Triton's "
+                              "model-config schema and its model file.")
+    t.add_argument("model", help="an .onnx file or a bundled model name")
+    t.add_argument("-o", "--output", required=True, metavar="REPO", help="the model repository folder")
+    t.add_argument("--engine", default=None, help="also a TensorRT engine of the same model (.engine/.plan)")
+    t.add_argument("--name", default=None, help="model name in the repository (default: the model's file name)")
+    t.add_argument("--max-batch", type=int, default=8, metavar="N", help="max_batch_size (default 8)")
+    t.add_argument("--max-queue-delay-us", type=int, default=100, metavar="N",
+                   help="dynamic batching: microseconds a request may wait to join a batch (default 100)")
+    t.add_argument("--instances", type=int, default=1, metavar="N", help="model instances (default 1)")
+    t.add_argument("--kind", choices=("gpu", "cpu"), default="gpu",
+                   help="where the ONNX model's instances run (default gpu; engines always run on the GPU)")
+    t.add_argument("--force", action="store_true", help="replace existing model folders")
+    t.set_defaults(func=run_triton)
 
 
 def run_onnx(args) -> int:
@@ -30,4 +49,16 @@ def run_onnx(args) -> int:
     parity = artifact.read_manifest(path, verify=False)["parity"]
     print(f"wrote {path} (+ {artifact.sidecar_path(path).name}); ONNX Runtime vs PyTorch max abs diff "
           f"{parity['max_abs_diff']:.2e} at {parity['shape'][0]}x{parity['shape'][1]}")
+    return 0
+
+
+def run_triton(args) -> int:
+    from ..triton_repo import export_repository, tritonserver_command
+
+    folders = export_repository(args.model, args.output, engine=args.engine, name=args.name,
+                                max_batch=args.max_batch, max_queue_delay_us=args.max_queue_delay_us,
+                                instances=args.instances, instance_kind=args.kind, force=args.force)
+    for folder in folders:
+        print(f"wrote {folder} (config.pbtxt validated)")
+    print(f"serve it with: {tritonserver_command(Path(args.output).resolve())}")
     return 0
