@@ -41,6 +41,20 @@ def markdown(result: dict) -> str:
                          f"{_fmt(r['p99_ms'])} | {_fmt(r['fps'], 2)} | {_fmt(r['peak_rss_mb'], 0)} "
                          f"(+{_fmt(r.get('peak_rss_delta_mb'), 0)}) | "
                          f"{_fmt(r['gmac_per_frame'], 2)} | {_fmt(r['psnr_db'], 2)} | {_fmt(r['ssim'], 3)} |")
+    protocols = (q or {}).get("camera_protocols") or []
+    if protocols:
+        lines += ["", f"**Camera protocols** (PSNR dB on the same {q['limit']} images through each camera preset; "
+                  "input = the degraded frame; NLM strength tuned per preset on val)", "",
+                  "| artifact | backend | " + " | ".join(f"{p} (input)" for p in protocols) + " |",
+                  "|---|---|" + "---:|" * len(protocols)]
+        seen = set()
+        for r in result["rows"]:
+            if not r.get("camera") or (r["artifact"], r["backend"]) in seen:
+                continue
+            seen.add((r["artifact"], r["backend"]))
+            cells = [f"{_fmt(r['camera'][p]['psnr_db'], 2)} ({_fmt(r['camera'][p]['input_psnr_db'], 2)})"
+                     for p in protocols]
+            lines.append(f"| {r['artifact']} | {r['backend']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from mirnet.sdk.errors import ConfigError
-
 from mirnet.sdk.timing import time_fn
 
 from .harness import PeakRSS, machine_info
@@ -46,6 +46,7 @@ class Runner:
     gmac_256: float | None = None
     trained: bool = True
     threads: int | None = None
+    restore_for: Callable[[str], Callable[[np.ndarray], np.ndarray]] | None = None  # per camera protocol
 
 
 def _model_runners(model: str, threads: int) -> list[Runner]:
@@ -104,12 +105,16 @@ def _baseline_runners(names: list[str], threads: int) -> list[Runner]:
     runners = []
     for name in names:
         if name == "nlm":
-            from mirnet.sdk.evaluate import nlm
+            from mirnet.sdk.evaluate import NLM_PARAMS, NLM_TUNED, nlm
 
             def nlm_batch(x: np.ndarray) -> np.ndarray:
                 return np.stack([nlm(img.transpose(1, 2, 0)).transpose(2, 0, 1) for img in x])
 
-            runners.append(Runner("opencv-nlm", "opencv", "uint8", nlm_batch, 1))
+            def nlm_tuned(protocol: str) -> Callable[[np.ndarray], np.ndarray]:
+                params = NLM_TUNED.get(protocol, NLM_PARAMS)
+                return lambda degraded: nlm(degraded, params)
+
+            runners.append(Runner("opencv-nlm", "opencv", "uint8", nlm_batch, 1, restore_for=nlm_tuned))
         elif name == "mirnet-v2-full":
             import torch
 
@@ -131,39 +136,65 @@ def _baseline_runners(names: list[str], threads: int) -> list[Runner]:
     return runners
 
 
-def quality(runner: Runner, evalset) -> dict:
-    """Mean PSNR/SSIM of ``runner`` on (degraded, clean) float HWC pairs, output clipped to [0, 1]."""
-    from mirnet.sdk.evaluate import score
+def _restore_fn(runner: Runner, protocol: str | None) -> Callable[[np.ndarray], np.ndarray]:
+    """Float RGB H x W x 3 in, restored out: the runner's own setting for a camera ``protocol``
+    (the NLM strength tuned per preset), else its network through the one pad/run/crop."""
     from mirnet.sdk.ops import run_padded
 
-    result = score(lambda degraded: run_padded(runner.infer, degraded, multiple=runner.pad_multiple), evalset)
-    return {"psnr_db": result["psnr"], "ssim": result["ssim"]}
+    if protocol is not None and runner.restore_for is not None:
+        return runner.restore_for(protocol)
+    return lambda degraded: run_padded(runner.infer, degraded, multiple=runner.pad_multiple)
+
+
+def quality(runner: Runner, evalset, protocol: str | None = None) -> dict:
+    """Mean PSNR/SSIM of ``runner`` on (degraded, clean) float HWC pairs, output clipped to [0, 1]."""
+    from mirnet.sdk.evaluate import score
+
+    result = score(_restore_fn(runner, protocol), evalset)
+    return {"psnr_db": result["psnr"], "ssim": result["ssim"], "input_psnr_db": result["input_psnr"]}
 
 
 def run(models: list[str], *, sizes=DEFAULT_SIZES, batch: int = 1, threads: int = 1,
         baselines: tuple[str, ...] | list[str] = BASELINES, quality_data: str | None = None, sigma: float = 25,
-        quality_limit: int = 8, quality_crop: int | None = 256, min_seconds: float = 2.0,
-        max_seconds_per_run: float = 15.0, progress=None) -> dict:
+        quality_limit: int = 8, quality_crop: int | None = 256, quality_protocols: Sequence[str] = (),
+        crops: str | Path | None = None, min_seconds: float = 2.0, max_seconds_per_run: float = 15.0,
+        progress=None) -> dict:
     """Measure every (artifact, backend) x size. A runner whose single run exceeds
-    ``max_seconds_per_run`` is not measured at larger sizes (recorded as skipped)."""
+    ``max_seconds_per_run`` is not measured at larger sizes (recorded as skipped). With
+    ``quality_data`` every trained runner is also scored on AWGN ``sigma`` and on each camera
+    preset in ``quality_protocols`` (row field ``camera``: protocol -> PSNR/SSIM); with ``crops``
+    (a path prefix) the first image of each preset is saved as ``<crops>_<preset>.png``: input,
+    each trained runner's output and the clean image side by side, labelled."""
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     runners = [r for m in models for r in _model_runners(m, threads)] + _baseline_runners(baselines, threads)
-    evalset = None
+    evalset, camera_sets = None, {}
     if quality_data:
         from mirnet.sdk.evalsets import EvalSet
 
         evalset = EvalSet.from_clean(quality_data, sigma, limit=quality_limit, crop=quality_crop)
+        camera_sets = {p: EvalSet.from_protocol(quality_data, p, limit=quality_limit, crop=quality_crop)
+                       for p in quality_protocols}
+    elif quality_protocols:
+        raise ConfigError("--quality-protocols needs --quality-data (clean images to film with each camera preset)")
+    crop_files = []
+    if crops is not None:
+        for protocol, pairs in camera_sets.items():
+            crop_files.append(str(save_crop(
+                Path(f"{crops}_{protocol}.png"), pairs[0],
+                [(r.label if r.backend != "onnxruntime" else f"{r.label} (ort)", _restore_fn(r, protocol))
+                 for r in runners if r.trained])))
     rows = []
     rng = np.random.default_rng(0)
     for runner in runners:
         scores = quality(runner, evalset) if evalset is not None and runner.trained else {}
+        camera = {p: quality(runner, s, p) for p, s in camera_sets.items()} if runner.trained else {}
         too_slow = False
         for h, w in sorted(sizes, key=lambda s: s[0] * s[1]):
             row = {"artifact": runner.label, "backend": runner.backend, "precision": runner.precision,
                    "size": f"{w}x{h}", "pixels": w * h, "batch": batch, "threads": runner.threads,
                    "params": runner.params,
                    "gmac_per_frame": None if runner.gmac_256 is None else runner.gmac_256 * h * w / 65536,
-                   "psnr_db": scores.get("psnr_db"), "ssim": scores.get("ssim"),
+                   "psnr_db": scores.get("psnr_db"), "ssim": scores.get("ssim"), "camera": camera,
                    "trained": runner.trained}
             if too_slow:
                 rows.append({**row, "skipped": f"slower than {max_seconds_per_run:g} s per run at a smaller size"})
@@ -181,8 +212,31 @@ def run(models: list[str], *, sizes=DEFAULT_SIZES, batch: int = 1, threads: int 
     return {"machine": machine_info(), "settings": {
         "sizes": [f"{w}x{h}" for h, w in sizes], "batch": batch, "threads": threads,
         "quality": None if evalset is None else {"data": str(quality_data), "sigma": sigma, "limit": quality_limit,
-                                                 "crop": quality_crop, "protocol": evalset.description},
-        "min_seconds": min_seconds}, "rows": rows}
+                                                 "crop": quality_crop, "protocol": evalset.description,
+                                                 "camera_protocols": list(quality_protocols)},
+        "min_seconds": min_seconds}, "rows": rows, "crops": crop_files}
+
+
+def save_crop(path: Path, pair: tuple[np.ndarray, np.ndarray], restorers: list[tuple[str, Callable]],
+              size: int = 128) -> Path:
+    """``input | restorer outputs... | clean`` of the centre ``size`` x ``size`` of ``pair``, each
+    panel labelled, as an 8-bit PNG."""
+    import cv2
+
+    from mirnet.sdk.media import write_image
+
+    degraded, clean = pair
+    panels = [("input", degraded)] + [(label, fn(degraded)) for label, fn in restorers] + [("clean", clean)]
+    h, w = clean.shape[:2]
+    y, x = max(0, (h - size) // 2), max(0, (w - size) // 2)
+    tiles = []
+    for label, image in panels:
+        tile = np.ascontiguousarray((np.clip(image[y:y + size, x:x + size], 0, 1) * 255 + 0.5).astype(np.uint8)[..., ::-1])
+        cv2.putText(tile, label[:18], (2, 10), cv2.FONT_HERSHEY_PLAIN, 0.7, (0, 255, 255), 1, cv2.LINE_AA)
+        tiles.append(tile)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_image(path, np.concatenate(tiles, axis=1))
+    return path
 
 
 def run_micro(model: str, *, threads: int = 1) -> dict:

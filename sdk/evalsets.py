@@ -7,6 +7,7 @@ Pairs come from paired folders matched by file name (:func:`pair_folders`; a dat
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -164,6 +165,36 @@ class EvalSet(Sequence):
         return cls(pairs, names, f"pairs {low_dir} -> {high_dir}, crop={crop}")
 
     @classmethod
+    def concat(cls, sets: Sequence["EvalSet"]) -> "EvalSet":
+        """One set holding the pairs of ``sets`` in order (names keep their set's description)."""
+        if not sets:
+            raise ConfigError("EvalSet.concat needs at least one set")
+        if len(sets) == 1:
+            return sets[0]
+        return cls([p for s in sets for p in s.pairs], [n for s in sets for n in s.names],
+                   " + ".join(s.description for s in sets))
+
+    @classmethod
+    def from_protocol(cls, folder: str | Path, protocol: str, *, seed: int = 0, limit: int | None = None,
+                      crop: int | None = None) -> "EvalSet":
+        """Clean images filmed by the camera of evaluation preset ``protocol``
+        (:data:`mirnet.sdk.camera.PRESETS`: ``camera-h264``, ``camera-jpeg``, ``camera-mono``,
+        ``lowlight``), image ``i`` with ``np.random.default_rng([seed, i])``; the optional centre
+        crop first, odd sizes cut to even ones (4:2:0). A monochrome preset's targets are gray."""
+        from .camera import preset
+
+        camera = preset(protocol)
+        cls._check_common(limit, crop)
+        pairs, names = [], []
+        for i, p in enumerate(list_images(folder)[:limit]):
+            clean = centre_crop(load_rgb(p), crop)
+            h, w = clean.shape[:2]
+            clean = np.ascontiguousarray(clean[:h - h % 2, :w - w % 2])
+            pairs.append(camera.apply(clean, np.random.default_rng([seed, i])))
+            names.append(p.name)
+        return cls(pairs, names, f"{folder} through camera preset {protocol} seed={seed} crop={crop}")
+
+    @classmethod
     def from_folder(cls, folder: str | Path, sigma: float, *, limit: int | None = None,
                     crop: int | None = None) -> "EvalSet":
         """The pairs of ``folder`` when it holds paired sub-folders (:func:`detect_pairs`),
@@ -185,8 +216,8 @@ class EvalSet(Sequence):
         ``clip=True`` instead clips to [0, 1] and rounds to the 8-bit grid (the easier
         "clipped uint8 input" convention; say so next to any number measured with it)."""
         cls._check_common(limit, crop)
-        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or sigma < 0:
-            raise ConfigError(f"EvalSet sigma={sigma!r} must be a number >= 0 in 0-255 units (e.g. 25)")
+        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 <= sigma < math.inf:
+            raise ConfigError(f"EvalSet sigma={sigma!r} must be a finite number >= 0 in 0-255 units (e.g. 25)")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ConfigError(f"EvalSet seed={seed!r} must be an integer >= 0 (benchmark protocol: 0)")
         pairs, names = [], []

@@ -26,10 +26,12 @@ from pathlib import Path
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from mirnet.sdk.camera import CameraConfig
 from mirnet.sdk.degrade import DegradeConfig
 from mirnet.sdk.errors import ConfigError, InputError
 from mirnet.sdk.evalsets import pair_folders, split_holdout
@@ -117,8 +119,12 @@ class ProgressiveSchedule:
 @dataclass(frozen=True)
 class SourceConfig:
     """One training source: either ``clean`` (a folder of clean images, degraded on the fly with
-    ``degrade``) or ``low`` + ``high`` (paired folders matched by file name). ``weight`` is the
-    relative probability of drawing a sample from this source."""
+    ``degrade``, or filmed by the camera model ``camera`` (:class:`~mirnet.sdk.camera.CameraConfig`:
+    sensor noise, Bayer, monochrome sensors, JPEG/H.264/H.265 delivery)) or ``low`` + ``high``
+    (paired folders matched by file name). ``weight`` is the relative probability of drawing a
+    sample from this source. ``downscale`` (<= 1) shrinks every image with area averaging when it
+    is read: JPEG sources (CBSD432) lose their compression artefacts and most of their own noise
+    that way, so they become clean targets."""
 
     clean: str | None = None
     low: str | None = None
@@ -128,6 +134,8 @@ class SourceConfig:
     low_prefix: str = ""   # paired only: stripped from low names before matching (SIDD: "NOISY_")
     high_prefix: str = ""  # paired only: stripped from high names before matching (SIDD: "GT_")
     holdout_every: int = 0  # every k-th image by name is left out of training (see split_holdout)
+    camera: CameraConfig | None = None  # clean only: the camera model instead of degrade
+    downscale: float = 1.0  # area down-scaling of every image as it is read (0 < downscale <= 1)
 
     def __post_init__(self) -> None:
         for name in ("clean", "low", "high"):
@@ -161,6 +169,19 @@ class SourceConfig:
         if not isinstance(self.degrade, DegradeConfig):
             raise ConfigError(f"SourceConfig.degrade must be a DegradeConfig or a mapping, got "
                               f"{type(self.degrade).__name__}")
+        if isinstance(self.camera, Mapping):
+            object.__setattr__(self, "camera", CameraConfig.from_dict(self.camera))
+        if self.camera is not None and not isinstance(self.camera, CameraConfig):
+            raise ConfigError(f"SourceConfig.camera must be a CameraConfig or a mapping, got "
+                              f"{type(self.camera).__name__}")
+        if self.camera is not None and (self.paired or self.degrade != DegradeConfig()):
+            raise ConfigError("SourceConfig.camera applies to clean: sources without degrade (the camera model "
+                              "makes the noise and the compression); remove degrade, or use two sources")
+        d = self.downscale
+        if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 < d <= 1:
+            raise ConfigError(f"SourceConfig.downscale={d!r} must be a number in (0, 1] (1 keeps the size, "
+                              f"0.5 halves it with area averaging)")
+        object.__setattr__(self, "downscale", float(d))
         if self.clean is None and self.degrade != DegradeConfig():
             raise ConfigError(f"SourceConfig low={self.low!r}/high={self.high!r} is a paired source "
                               f"but sets degrade; degradations apply only to clean: sources. "
@@ -187,6 +208,8 @@ class SourceConfig:
                     kw[name] = str(Path(root) / Path(kw[name]).expanduser())
         if "degrade" in kw:
             kw["degrade"] = DegradeConfig.from_dict(kw["degrade"])
+        if kw.get("camera") is not None:
+            kw["camera"] = CameraConfig.from_dict(kw["camera"])
         return cls(**kw)
 
 
@@ -245,7 +268,7 @@ class TrainSet(Dataset):
             self.items.append(split_holdout(items, s.holdout_every)[0])
         w = np.array([s.weight for s in self.sources], dtype=np.float64)
         self.probs = w / w.sum()
-        self._cache: dict[Path, np.ndarray] = {}
+        self._cache: dict[tuple[Path, float], np.ndarray] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         # Workers start with an empty cache (no pickling of decoded images under spawn).
@@ -258,12 +281,16 @@ class TrainSet(Dataset):
         """Number of images (or pairs) per source."""
         return [len(it) for it in self.items]
 
-    def _get(self, path: Path) -> np.ndarray:
-        hit = self._cache.get(path)
+    def _get(self, path: Path, downscale: float) -> np.ndarray:
+        hit = self._cache.get((path, downscale))
         if hit is None:
             hit = read_rgb(path)
+            if downscale < 1:
+                h, w = hit.shape[:2]
+                size = (max(1, round(w * downscale)), max(1, round(h * downscale)))
+                hit = cv2.resize(hit, size, interpolation=cv2.INTER_AREA)
             if self.cache:
-                self._cache[path] = hit
+                self._cache[(path, downscale)] = hit
         return hit
 
     def __getitem__(self, key: Key) -> tuple[torch.Tensor, torch.Tensor]:
@@ -273,9 +300,9 @@ class TrainSet(Dataset):
         src = self.sources[si]
         in_path, tgt_path = self.items[si][int(rng.integers(len(self.items[si])))]
 
-        tgt = self._get(tgt_path)
+        tgt = self._get(tgt_path, src.downscale)
         if src.paired:
-            inp = self._get(in_path)
+            inp = self._get(in_path, src.downscale)
             if inp.shape != tgt.shape:
                 raise InputError(f"paired images differ in size: {str(in_path)!r} is "
                                  f"{inp.shape[:2]}, {str(tgt_path)!r} is {tgt.shape[:2]}; "
@@ -295,6 +322,8 @@ class TrainSet(Dataset):
         target = crop(tgt)
         if src.paired:
             inp_f = crop(inp)
+        elif src.camera is not None:
+            inp_f, target = src.camera.apply(target, rng)
         else:
             inp_f = src.degrade.apply(target, rng)
         return _chw(inp_f), _chw(target)

@@ -5,7 +5,9 @@ import json
 import sys
 from pathlib import Path
 
+from ..camera import PRESETS
 from ..zoo import DEFAULT_MODEL
+from .common import positive_int
 
 
 def add_parser(sub) -> None:
@@ -13,13 +15,16 @@ def add_parser(sub) -> None:
     p.add_argument("models", nargs="*", metavar="MODEL", help="bundled names, .safetensors, .onnx or .engine")
     p.add_argument("--sizes", default="256,640x360,1280x720,1920x1080", help="N or WxH, comma-separated")
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--threads", type=int, default=1, help="inference threads (default 1)")
+    p.add_argument("--threads", type=positive_int, default=1, help="inference threads (default 1)")
     p.add_argument("--baselines", default="nlm,mirnet-v2-full",
                    help="comma-separated: nlm (OpenCV fastNlMeansDenoisingColored), mirnet-v2-full "
                         "(official-size MIRNet-v2 in eager PyTorch); '' for none")
     p.add_argument("--quality-data", default=None, help="clean images for PSNR/SSIM (AWGN --sigma)")
     p.add_argument("--sigma", type=float, default=25)
     p.add_argument("--quality-limit", type=int, default=8)
+    p.add_argument("--quality-protocols", default="", metavar="P1,P2",
+                   help=f"also score each model on the quality data through these camera presets "
+                        f"({', '.join(PRESETS)}); comma-separated")
     p.add_argument("--min-seconds", type=float, default=2.0, help="minimum timed seconds per row")
     p.add_argument("--json", default=None, help="output JSON (default benchmarks/results/<machine>/bench.json)")
     p.add_argument("--readme", default=None, help="also refresh the table between the bench markers in this file")
@@ -55,12 +60,13 @@ def run(args) -> int:
         print(f"  {row['artifact']:<28} {row['backend']:<14} {row['precision']:<9} {row['size']:>9}  "
               f"p50 {row['p50_ms']:9.1f} ms  {row['fps']:7.2f} fps", file=sys.stderr)
 
+    out = Path(args.json) if args.json else results_dir() / "bench.json"
     result = suite.run(args.models, sizes=suite.parse_sizes(args.sizes), batch=args.batch,
                        threads=args.threads, baselines=baselines, quality_data=args.quality_data,
                        sigma=args.sigma, quality_limit=args.quality_limit, min_seconds=args.min_seconds,
-                       progress=None if args.quiet else show)
-    out = Path(args.json) if args.json else results_dir() / "bench.json"
+                       quality_protocols=[p for p in args.quality_protocols.split(",") if p],
+                       crops=out.with_suffix(""), progress=None if args.quiet else show)
     suite.save(result, out)
-    for path in [out, *report.render(out, readme=args.readme)]:
+    for path in [out, *report.render(out, readme=args.readme), *result["crops"]]:
         print(f"wrote {path}", file=sys.stderr)
     return 0

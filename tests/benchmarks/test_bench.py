@@ -2,6 +2,7 @@
 import json
 import time
 
+import cv2
 import numpy as np
 import pytest
 
@@ -39,7 +40,7 @@ def test_bench_cli_end_to_end(tmp_path, tiny_weights, tiny_onnx):
     out = tmp_path / "res" / "bench.json"
     assert main(["bench", str(tiny_weights), str(tiny_onnx), "nano", "--sizes", "32,48x40", "--baselines", "nlm",
                  "--min-seconds", "0.01", "--quality-data", "tests/data", "--quality-limit", "1",
-                 "--json", str(out), "--readme", str(readme), "-q"]) == 0
+                 "--quality-protocols", "camera-jpeg", "--json", str(out), "--readme", str(readme), "-q"]) == 0
     result = json.loads(out.read_text())
     rows = result["rows"]
     labels = {(r["artifact"], r["backend"]) for r in rows}
@@ -52,9 +53,15 @@ def test_bench_cli_end_to_end(tmp_path, tiny_weights, tiny_onnx):
     tiny = [r for r in rows if r["artifact"] == "tiny"]
     assert all(r["psnr_db"] is not None and 0 < r["ssim"] <= 1 for r in tiny)
     assert [r["gmac_per_frame"] for r in tiny if r["size"] == "32x32"][0] > 0
-    assert all(r["psnr_db"] is None for r in rows if r["artifact"] == "nano-random")
+    assert all(r["psnr_db"] is None and not r["camera"] for r in rows if r["artifact"] == "nano-random")
+    jpeg = [r["camera"]["camera-jpeg"] for r in rows if r["artifact"] in ("tiny", "opencv-nlm")]
+    assert all(10 < c["input_psnr_db"] < 40 and np.isfinite(c["psnr_db"]) for c in jpeg)
     md = (tmp_path / "res" / "bench.md").read_text()
     assert "**48x40**" in md and "| tiny | onnxruntime | fp32 |" in md
+    assert "**Camera protocols**" in md and "| opencv-nlm | opencv |" in md
+    crop = cv2.imread(str(tmp_path / "res" / "bench_camera-jpeg.png"))
+    assert result["crops"] == [str(tmp_path / "res" / "bench_camera-jpeg.png")]
+    assert crop.shape[0] <= 128 and crop.shape[1] == crop.shape[0] * 6  # input, nlm, 3 tiny runs, clean
     assert (tmp_path / "res" / "bench_latency.png").stat().st_size > 1000
     assert (tmp_path / "res" / "bench_pareto.png").is_file()
     text = readme.read_text()

@@ -188,3 +188,21 @@ def test_holdout_split_is_disjoint_and_shared_by_train_and_eval(tmp_path):
     assert [p[1].name for p in ds.items[0]] == ["0.png", "1.png", "3.png", "4.png"]
     ev = EvalSet.from_pairs(tmp_path / "low", tmp_path / "high", holdout_every=3)
     assert ev.names == ["2.png", "5.png"]
+
+
+def test_camera_source_makes_pairs_and_gray_targets(tmp_path):
+    pytest.importorskip("av")
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        write_rgb(tmp_path / "c" / f"{i}.png", rand_u8(rng, 64, 80))
+    mono = SourceConfig(clean=str(tmp_path / "c"), camera={"mono_prob": 1.0, "codecs": {"jpeg": 1}})
+    inp, tgt = TrainSet([mono], seed=0)[(0, 0, 32)]
+    assert torch.equal(inp[0], inp[1]) and torch.equal(tgt[0], tgt[2])  # gray in, gray target
+    half = SourceConfig(clean=str(tmp_path / "c"), camera={}, downscale=0.5)
+    ds = TrainSet([half], seed=0)
+    ds[(0, 0, 16)]
+    assert {img.shape for img in ds._cache.values()} == {(32, 40, 3)}
+    with pytest.raises(ConfigError, match="camera applies to clean"):
+        SourceConfig(clean="c", camera={}, degrade={"awgn_sigma": [0, 50]})
+    with pytest.raises(ConfigError, match="downscale"):
+        SourceConfig(clean="c", downscale=2)

@@ -195,3 +195,26 @@ def test_shipped_configs_parse():
     for path in sorted((REPO / "train" / "configs").glob("*.yaml")):
         cfg = TrainConfig.from_dict(yaml.safe_load(path.read_text()))
         assert cfg.total_steps > 0 and cfg.sources
+
+
+def test_camera_sources_cpu_bf16_channels_last_and_camera_validation(tmp_path):
+    """A run on the camera model with the CPU speed options validates on AWGN and camera presets
+    and writes contiguous weights that load back with the same numbers."""
+    pytest.importorskip("av")
+    from mirnet.sdk.model import load_model
+
+    data = _config(tmp_path, iters=[6], patch=[16], batch=[2], checkpoint_every=6, amp_cpu=True,
+                   channels_last=True, val={"clean": str(tmp_path / "clean"), "sigma": 25, "limit": 1,
+                                            "crop": 32, "every": 6, "protocols": ["camera-jpeg", "camera-mono"]})
+    data["sources"] = [{"clean": str(tmp_path / "clean"), "camera": {"codecs": {"h264": 1, "jpeg": 1}},
+                        "downscale": 0.5}]
+    trainer = Trainer(TrainConfig.from_dict(data), quiet=True)
+    assert trainer.train_step.use_amp_cpu and len(trainer.evalset) == 3
+    assert next(trainer.model.parameters()).is_contiguous(memory_format=torch.channels_last)
+    final = trainer.fit()
+    model = load_model(final)
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        np.testing.assert_allclose(model(x), trainer.train_step.averaged.float()(x), atol=1e-6)
+    with pytest.raises(ConfigError, match="camera-h264"):
+        TrainConfig.from_dict(_config(tmp_path, val={"clean": str(tmp_path / "clean"), "protocols": ["h264"]}))
