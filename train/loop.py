@@ -337,7 +337,10 @@ class Trainer:
     def export(self, path: Path, *, metrics: dict | None = None) -> Path:
         """Write the EMA (or raw) weights as safetensors + manifest with the training record."""
         model = copy.deepcopy(self.train_step.averaged).cpu().eval().to(memory_format=torch.contiguous_format)
-        training = {"name": self.cfg.name, "steps": self.step, "config": self.cfg.to_dict(),
+        config = self.cfg.to_dict()
+        # `data`: the sources with their degradations or camera model, what calibration and quality
+        # gates synthesise the model's own inputs from
+        training = {"name": self.cfg.name, "steps": self.step, "data": config["sources"], "config": config,
                     "world_size": self.world, "device": str(self.device)}
         return save_weights(model, path, variant=self.cfg.variant, training=training, metrics=metrics or {})
 

@@ -119,6 +119,7 @@ def test_training_reduces_the_loss_and_validates(tmp_path):
     assert [r["step"] for r in vals] == [30, 60] and all(np.isfinite(r["val_psnr"]) for r in vals)
     manifest = json.loads(Path(str(final) + ".json").read_text())
     assert manifest["training"]["steps"] == 60 and manifest["metrics"]["val_n"] == 2
+    assert manifest["training"]["data"][0]["degrade"]["awgn_sigma"] == [25.0, 25.0]  # the model's own inputs
     assert (tmp_path / "run" / "best.safetensors").is_file()
 
 
