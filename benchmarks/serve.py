@@ -31,10 +31,11 @@ import numpy as np
 from .harness import machine_info, results_dir
 from .stream import synthetic_frames
 
-_RUNNER = "import sys; from mirnet.sdk.cli import main; sys.exit(main())"
+RUNNER = "import sys; from mirnet.sdk.cli import main; sys.exit(main())"
 
 
-def _free_ports(n: int) -> list[int]:
+def free_ports(n: int = 3) -> list[int]:
+    """``n`` TCP ports free on 127.0.0.1 right now."""
     socks = [socket.socket() for _ in range(n)]
     try:
         for s in socks:
@@ -104,9 +105,9 @@ def _closed_loop(make_restorer, clients: int, frame: np.ndarray, seconds: float,
 
 class _ServerProcess:
     def __init__(self, args: list[str]):
-        self.http, self.grpc, self.metrics = _free_ports(3)
+        self.http, self.grpc, self.metrics = free_ports(3)
         self.tmp = Path(tempfile.mkdtemp(prefix="ms-"))
-        cmd = [sys.executable, "-c", _RUNNER, "serve", *args, "--host", "127.0.0.1", "--http-port", str(self.http),
+        cmd = [sys.executable, "-c", RUNNER, "serve", *args, "--host", "127.0.0.1", "--http-port", str(self.http),
                "--grpc-port", str(self.grpc), "--metrics-port", str(self.metrics)]
         self.log = open(self.tmp / "serve.log", "wb")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,

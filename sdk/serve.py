@@ -30,6 +30,7 @@ import numpy as np
 
 from .backends.remote import INPUT, MODEL_NAME, OUTPUT, TIMING
 from .errors import ConfigError, MirnetError, ServerError, require
+from .triton_repo import check_batching
 from .zoo import DEFAULT_MODEL
 
 log = logging.getLogger("mirnet.serve")
@@ -106,12 +107,7 @@ class Server:
         if len({http_port, grpc_port, metrics_port}) != 3:
             raise ConfigError(f"http_port={http_port}, grpc_port={grpc_port}, metrics_port={metrics_port}: "
                               f"the three ports must differ")
-        if not isinstance(max_batch, int) or max_batch < 1:
-            raise ConfigError(f"max_batch={max_batch!r}: frames per batch, must be an integer >= 1")
-        if not isinstance(max_queue_delay_us, int) or max_queue_delay_us < 0:
-            raise ConfigError(f"max_queue_delay_us={max_queue_delay_us!r}: microseconds, must be an integer >= 0")
-        if not isinstance(instances, int) or instances < 1:
-            raise ConfigError(f"instances={instances!r}: model instances, must be an integer >= 1")
+        check_batching(max_batch, max_queue_delay_us, instances)
         if not isinstance(exit_timeout, int) or exit_timeout < 1:
             raise ConfigError(f"exit_timeout={exit_timeout!r}: seconds, must be an integer >= 1")
         self.model, self.backend, self.threads, self.device = model, backend, threads, device

@@ -87,18 +87,23 @@ def model_config(manifest: dict, *, name: str, kind: str, max_batch: int = 8, ma
     return config
 
 
-def export_repository(model: str | os.PathLike, repo: str | os.PathLike, *, engine: str | os.PathLike | None = None,
-                      name: str | None = None, max_batch: int = 8, max_queue_delay_us: int = 100, instances: int = 1,
-                      instance_kind: str = "gpu", force: bool = False) -> list[Path]:
-    """Write ``model`` (ONNX, a bundled name, or an engine) and ``engine`` (optional) into the Triton
-    repository ``repo``; returns the model folders written, validated (:func:`validate_repository`).
-    An existing model folder is replaced only with ``force``; each folder appears whole or not at all."""
+def check_batching(max_batch: int, max_queue_delay_us: int, instances: int) -> None:
+    """The dynamic-batching settings a Triton model takes (``mirnet serve`` and ``export triton``)."""
     if not isinstance(max_batch, int) or max_batch < 1:
         raise ConfigError(f"max_batch={max_batch!r}: frames per batch, must be an integer >= 1")
     if not isinstance(max_queue_delay_us, int) or max_queue_delay_us < 0:
         raise ConfigError(f"max_queue_delay_us={max_queue_delay_us!r}: microseconds, must be an integer >= 0")
     if not isinstance(instances, int) or instances < 1:
         raise ConfigError(f"instances={instances!r}: model instances, must be an integer >= 1")
+
+
+def export_repository(model: str | os.PathLike, repo: str | os.PathLike, *, engine: str | os.PathLike | None = None,
+                      name: str | None = None, max_batch: int = 8, max_queue_delay_us: int = 100, instances: int = 1,
+                      instance_kind: str = "gpu", force: bool = False) -> list[Path]:
+    """Write ``model`` (ONNX, a bundled name, or an engine) and ``engine`` (optional) into the Triton
+    repository ``repo``; returns the model folders written, validated (:func:`validate_repository`).
+    An existing model folder is replaced only with ``force``; each folder appears whole or not at all."""
+    check_batching(max_batch, max_queue_delay_us, instances)
     if instance_kind not in KINDS:
         raise ConfigError(f"instance_kind={instance_kind!r}: valid kinds are {KINDS}")
     items = [_artifact(model)] + ([_artifact(engine)] if engine is not None else [])

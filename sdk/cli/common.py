@@ -31,26 +31,24 @@ def positive_int(text: str) -> int:
     return value
 
 
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0."""
+def _finite(text: str, *, allow_zero: bool) -> float:
     try:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number > 0")
+    if not (math.isfinite(value) and (value >= 0 if allow_zero else value > 0)):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number {'>=' if allow_zero else '>'} 0")
     return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    return _finite(text, allow_zero=False)
 
 
 def non_negative_float(text: str) -> float:
     """argparse type: a finite number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number >= 0")
-    return value
+    return _finite(text, allow_zero=True)
 
 
 def add_max_pixels(parser: argparse.ArgumentParser) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,24 +12,13 @@ from pathlib import Path
 
 import pytest
 
-RUNNER = "import sys; from mirnet.sdk.cli import main; sys.exit(main())"
+from mirnet.benchmarks.serve import RUNNER, free_ports
 
 
 def needs_serving() -> None:
     """Skip unless the `serve` extra (PyTriton and tritonclient) is installed."""
     pytest.importorskip("pytriton", reason="nvidia-pytriton is not installed: pip install 'mirnet-edge[serve]'")
     pytest.importorskip("tritonclient.grpc", reason="tritonclient is not installed: pip install 'mirnet-edge[serve]'")
-
-
-def free_ports(n: int = 3) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 class ServerProcess:
