@@ -100,6 +100,29 @@ def _export_key(weights: Path, manifest: dict) -> str:
     return hashlib.sha256(json.dumps(network, sort_keys=True).encode()).hexdigest()
 
 
+def export_bundled(*, force: bool = False) -> list[tuple[Path, bool]]:
+    """The packaging step: the ONNX export of every bundled model, written beside its weights in the
+    package. An export whose manifest names the current weights as its source is kept unless
+    ``force``. Returns ``(path, written)`` per model."""
+    from mirnet.sdk import zoo
+    from mirnet.sdk.model import load_model
+
+    out = []
+    for name, weights in zoo.bundled().items():
+        target = zoo.ZOO_DIR / f"{name}.onnx"
+        if target.is_file() and not force:
+            try:
+                manifest = artifact.read_manifest(target, kind="onnx")
+            except ArtifactError:
+                manifest = {}
+            if (manifest.get("source") or {}).get("sha256") == artifact.sha256_file(weights):
+                out.append((target, False))
+                continue
+        variant = artifact.read_manifest(weights, kind="weights").get("variant")
+        out.append((export_onnx(load_model(weights), target, variant=variant, source=weights), True))
+    return out
+
+
 def cached_export(weights: str | os.PathLike) -> Path:
     """An FP32 ONNX export of the weights file ``weights`` under ``artifact.cache_dir() / "onnx"``,
     made once and reused while everything that defines the network matches (the weights' sha256,

@@ -38,8 +38,9 @@ def open_backend(model: str | os.PathLike, backend: str = "auto", *, threads: in
                  device: str = "cpu") -> Backend:
     """Open ``model`` (a path or a bundled name) with ``backend`` (auto, ort, torch or trt).
 
-    ``auto``: a bundled name runs its shipped ONNX on ONNX Runtime on the CPU (its weights on
-    PyTorch for a CUDA ``device`` or without onnxruntime); ``.onnx`` runs on ONNX Runtime,
+    ``auto``: a bundled name runs its installed ONNX export on ONNX Runtime on the CPU (its weights
+    on PyTorch for a CUDA ``device``, without onnxruntime, or before `mirnet export bundled` made the
+    export in a git checkout that has torch); ``.onnx`` runs on ONNX Runtime,
     weights on PyTorch, engines on TensorRT. TensorRT engines always run on a GPU: ``device``
     ``cpu``/``cuda`` means GPU 0, ``cuda:N`` GPU N. A ``grpc://`` or ``http://`` URL sends frames
     to a server (:mod:`mirnet.sdk.backends.remote`; ``backend`` auto)."""
@@ -60,7 +61,8 @@ def open_backend(model: str | os.PathLike, backend: str = "auto", *, threads: in
         if backend == "trt":
             raise ConfigError(f"--backend trt runs TensorRT engines; build one for {name!r} with "
                               f"`mirnet build-engine {name}.onnx -o {name}.engine` on the target GPU")
-        use_torch = backend == "torch" or (backend == "auto" and (device != "cpu" or not _has("onnxruntime")))
+        use_torch = backend == "torch" or (backend == "auto" and (
+            device != "cpu" or not _has("onnxruntime") or (not zoo.has_onnx(name) and _has("torch"))))
         path = zoo.bundled()[name] if use_torch else zoo.bundled_onnx(name)
     else:
         path = zoo.resolve_weights(model)

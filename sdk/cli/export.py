@@ -16,6 +16,10 @@ def add_parser(sub) -> None:
     e.add_argument("--opset", type=int, default=17)
     e.add_argument("--force", action="store_true", help="overwrite an existing output")
     e.set_defaults(func=run_onnx)
+    b = export_sub.add_parser("bundled", help="the ONNX exports of the bundled models, into the package "
+                              "(the packaging step; needs torch)")
+    b.add_argument("--force", action="store_true", help="export again even when the exports are up to date")
+    b.set_defaults(func=run_bundled)
     t = export_sub.add_parser("triton", help="a Triton model repository for tritonserver (ONNX, TensorRT)",
                               description="Write REPO/NAME (ONNX on the onnxruntime backend) and, with --engine, "
                               "REPO/NAME-trt (tensorrt_plan), each with a config.pbtxt validated against Triton's "
@@ -32,6 +36,14 @@ def add_parser(sub) -> None:
                    help="where the ONNX model's instances run (default gpu; engines always run on the GPU)")
     t.add_argument("--force", action="store_true", help="replace existing model folders")
     t.set_defaults(func=run_triton)
+
+
+def run_bundled(args) -> int:
+    from mirnet.optimize.export_onnx import export_bundled
+
+    for path, written in export_bundled(force=args.force):
+        print(f"{'wrote' if written else 'up to date:'} {path}")
+    return 0
 
 
 def run_onnx(args) -> int:

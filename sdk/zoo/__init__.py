@@ -1,9 +1,10 @@
 """Models bundled with the package, addressable by name (``mirnet restore --model NAME``).
 
-Each bundled model ships as PyTorch weights (``NAME.safetensors``, for training, pruning and the
-torch backend) and as their ONNX export (``NAME.onnx``, for ONNX Runtime and OpenVINO), so an
-edge box runs the bundled models without torch. Both have manifests; the export's manifest names
-the weights' sha256 as its source (a test re-exports and compares)."""
+Each bundled model is kept as PyTorch weights (``NAME.safetensors``, for training, pruning and the
+torch backend) and installed with their ONNX export (``NAME.onnx``, for ONNX Runtime and OpenVINO),
+so an edge box runs the bundled models without torch. The exports are made from the weights by
+``mirnet export bundled`` (the packaging step: wheels carry them; a git checkout makes them once,
+with torch) and are not kept in git. The export's manifest names the weights' sha256 as its source."""
 from __future__ import annotations
 
 import os
@@ -21,15 +22,20 @@ def bundled() -> dict[str, Path]:
 
 
 def bundled_onnx(name: str) -> Path:
-    """The shipped ONNX export of bundled model ``name``."""
+    """The installed ONNX export of bundled model ``name``."""
     models = bundled()
     if name not in models:
         raise ArtifactError(f"{name!r} is not a bundled model; bundled models: {sorted(models) or 'none'}")
     path = ZOO_DIR / f"{name}.onnx"
     if not path.is_file():
         raise ArtifactError(f"this install lacks {path.name}, the ONNX export of the bundled {name!r}; "
-                            f"reinstall mirnet-edge (pip install --force-reinstall mirnet-edge)")
+                            f"make it once with `mirnet export bundled` (needs torch), or install a release wheel")
     return path
+
+
+def has_onnx(name: str) -> bool:
+    """Whether the ONNX export of bundled model ``name`` is installed."""
+    return (ZOO_DIR / f"{name}.onnx").is_file()
 
 
 def is_bundled_name(path_or_name: str | os.PathLike) -> bool:

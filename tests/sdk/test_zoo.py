@@ -51,3 +51,20 @@ def test_shipped_onnx_is_the_export_of_the_shipped_weights(name, tmp_path):
     outs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
             for p in (shipped, fresh)]
     np.testing.assert_allclose(outs[0], outs[1], atol=1e-5)
+
+
+def test_export_bundled_is_the_packaging_step(capsys):
+    """`mirnet export bundled` (run by the set-up commands) leaves exports of today's weights."""
+    pytest.importorskip("torch")
+    from mirnet.sdk.cli import main
+
+    assert main(["export", "bundled"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"up to date: {zoo.ZOO_DIR / name}.onnx" in out for name in zoo.bundled())
+
+
+def test_bundled_name_without_its_export_runs_on_torch(monkeypatch):
+    pytest.importorskip("torch")
+    monkeypatch.setattr(zoo, "has_onnx", lambda name: False)
+    with Restorer(zoo.DEFAULT_MODEL) as restorer:
+        assert restorer.backend.name == "torch"
