@@ -171,6 +171,8 @@ for folder, name in FOLDERS.items():
 TORCH = ["torch>=2.4", "safetensors>=0.4"]
 EXTRAS = {
     "ort": ["onnxruntime>=1.18", "onnx>=1.16"],
+    # the CPU backend `auto` prefers (bf16 where the CPU has it) and NNCF for its INT8 IR
+    "openvino": ["openvino>=2025.0", "nncf>=2.14"],
     "cuda": ["cuda-python>=12.3"],
     "torch": TORCH,
     # PyAV: FFmpeg with libx264/libx265 in its wheels, for the camera model's H.264/H.265 delivery

@@ -1,8 +1,9 @@
-"""Manifest sidecars: every artifact ``X`` (weights, ONNX, engine) has ``X.json`` next to it.
+"""Manifest sidecars: every artifact ``X`` (weights, ONNX, OpenVINO IR, engine) has ``X.json`` next to it.
 
-The manifest records the model config, I/O spec, precision, the artifact's sha256, its source
-artifact and the build environment, so backends can refuse a mismatch before loading anything.
-Artifacts are written through :func:`writer` (temporary file, validation, atomic rename, manifest).
+The manifest records the model config, I/O spec, precision, the artifact's sha256 (and that of its
+companion files: an OpenVINO IR's ``.bin``), its source artifact and the build environment, so
+backends can refuse a mismatch before loading anything. Artifacts are written through
+:func:`writer` (temporary file, validation, atomic rename, manifest).
 """
 from __future__ import annotations
 
@@ -23,7 +24,10 @@ from .errors import ArtifactError, InputError
 
 FORMAT = "mirnet-edge/manifest"
 SCHEMA_VERSION = 1
-KINDS = ("weights", "onnx", "engine")
+KINDS = ("weights", "onnx", "engine", "openvino")
+#: the suffixes of the files an artifact of a kind has beside it (an OpenVINO IR's ``.bin`` weights:
+#: ``model.xml`` -> ``model.bin``), recorded in its manifest as ``companions: {suffix: sha256}``
+COMPANIONS = {"openvino": (".bin",)}
 _REQUIRED = ("format", "schema_version", "kind", "file", "sha256", "config", "io", "precision")
 #: tensor dtypes a manifest's I/O spec may name
 IO_DTYPES = ("float32", "float16")
@@ -33,6 +37,7 @@ NETWORK_KEY = "mirnet.network"
 MAX_MANIFEST_BYTES = 16 << 20
 _MAX_SAFETENSORS_HEADER = 100 << 20
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
+_SUFFIX_RE = re.compile(r"\.[A-Za-z0-9]{1,16}")
 
 
 def cache_dir() -> Path:
@@ -102,10 +107,15 @@ def build_environment(**extra) -> dict:
 def make_manifest(artifact: str | os.PathLike, *, kind: str, config: dict, precision: str,
                   variant: str | None = None, io: dict | None = None, source: str | os.PathLike | None = None,
                   **fields) -> dict:
-    """A manifest for an artifact already written to disk (its sha256 is computed here)."""
+    """A manifest for an artifact already written to disk (its sha256 is computed here, and that of
+    the companion files its kind has beside it: ``artifact.with_suffix(suffix)``, see :data:`COMPANIONS`)."""
     if kind not in KINDS:
         raise ArtifactError(f"manifest kind {kind!r} is not one of {KINDS}")
     artifact = Path(artifact)
+    for suffix in COMPANIONS.get(kind, ()):
+        if not artifact.with_suffix(suffix).is_file():
+            raise ArtifactError(f"{artifact}: a {kind!r} artifact has a {suffix} file beside it, but "
+                                f"{artifact.with_suffix(suffix).name} is missing")
     manifest = {
         "format": FORMAT, "schema_version": SCHEMA_VERSION, "kind": kind,
         "file": artifact.name, "sha256": sha256_file(artifact),
@@ -116,6 +126,8 @@ def make_manifest(artifact: str | os.PathLike, *, kind: str, config: dict, preci
     if source is not None:
         source = Path(source)
         manifest["source"] = {"file": source.name, "sha256": sha256_file(source)}
+    if kind in COMPANIONS:
+        manifest["companions"] = {suffix: sha256_file(artifact.with_suffix(suffix)) for suffix in COMPANIONS[kind]}
     manifest.update(fields)
     return manifest
 
@@ -229,6 +241,16 @@ def _validate(path: Path, manifest: dict) -> None:
                                    and isinstance(source.get("sha256"), str)
                                    and _SHA256_RE.fullmatch(source["sha256"])):
         raise _bad(path, "source", source, "null or {'file': NAME, 'sha256': 64 hex digits}")
+    companions = manifest.get("companions")
+    if companions is not None and not (isinstance(companions, dict) and all(
+            isinstance(k, str) and _SUFFIX_RE.fullmatch(k) and isinstance(v, str) and _SHA256_RE.fullmatch(v)
+            for k, v in companions.items())):
+        raise _bad(path, "companions", companions, "null or a mapping of file suffixes ('.bin') to 64 hex digits")
+    want = sorted(COMPANIONS.get(manifest["kind"], ()))
+    if sorted(companions or {}) != want:
+        expected = ("{" + ", ".join(f"{s!r}: its sha256" for s in want) + "}" if want
+                    else f"null (a {manifest['kind']!r} artifact has no companion files)")
+        raise _bad(path, "companions", companions, expected)
     pruned = manifest.get("pruned")
     if pruned is not None:
         layers = pruned.get("layers", {}) if isinstance(pruned, dict) else None
@@ -274,14 +296,16 @@ def _check_network(artifact: Path, manifest: dict) -> None:
 
 def read_manifest(artifact: str | os.PathLike, *, verify: bool = True, kind: str | None = None) -> dict:
     """Read and validate ``artifact``'s sidecar (the one schema check: ArtifactError naming the
-    field). With ``verify`` the file's sha256 must match, and a weights file's recorded network
-    (config, pruned layout) must be the manifest's."""
+    field). With ``verify`` the file's sha256 must match, and so must its companion files' (an
+    OpenVINO IR's ``.bin`` beside it), and a weights file's recorded network (config, pruned
+    layout) must be the manifest's."""
     artifact = Path(artifact)
     path = sidecar_path(artifact)
     if not path.is_file():
+        export = "openvino MODEL" if artifact.suffix.lower() == ".xml" else "onnx WEIGHTS"
         raise ArtifactError(
             f"{artifact}: manifest {path} not found. Artifacts made by mirnet have one; recreate it "
-            f"with the command that produced the artifact (e.g. `mirnet export onnx WEIGHTS -o {artifact.name}`)")
+            f"with the command that produced the artifact (e.g. `mirnet export {export} -o {artifact.name}`)")
     try:
         if path.stat().st_size > MAX_MANIFEST_BYTES:
             raise ValueError(f"{path.stat().st_size} bytes, more than the {MAX_MANIFEST_BYTES} a manifest may have")
@@ -301,6 +325,17 @@ def read_manifest(artifact: str | os.PathLike, *, verify: bool = True, kind: str
                 f"{artifact}: sha256 {actual[:16]}... does not match its manifest "
                 f"({manifest['sha256'][:16]}...): the file was modified or replaced after it was written. "
                 f"Recreate it, or restore the original file")
+        for suffix, digest in (manifest.get("companions") or {}).items():
+            companion = artifact.with_suffix(suffix)
+            if not companion.is_file():
+                raise ArtifactError(f"{artifact}: its {suffix} file {companion} is missing (it belongs beside "
+                                    f"{artifact.name}); restore it, or recreate the artifact")
+            actual = sha256_file(companion)
+            if actual != digest:
+                raise ArtifactError(
+                    f"{companion}: sha256 {actual[:16]}... does not match the manifest of {artifact.name} "
+                    f"({digest[:16]}...): the file was modified or replaced after it was written. Recreate "
+                    f"the artifact, or restore the original file")
         if manifest["kind"] == "weights" and artifact.suffix == ".safetensors":
             _check_network(artifact, manifest)
     return manifest
@@ -339,17 +374,21 @@ def writer(path: str | os.PathLike, *, force: bool,
             save_somehow(w.tmp)
             w.describe(kind="onnx", config=..., precision="fp32")
 
-    ``w.tmp`` is a temporary file in the destination folder with the destination's suffix. On a
-    normal exit ``validate(w.tmp)`` runs (it raises to refuse the file), the file is renamed onto
-    ``path`` atomically and its manifest (:func:`make_manifest` of the described fields, hashed
-    before the rename) is written beside it. On any exception, in the block or in ``validate``,
-    the temporary file is removed and a previous ``path`` stays untouched. Without ``force`` an
-    existing ``path`` is refused (InputError) before anything is written."""
+    ``w.tmp`` is a temporary file in the destination folder with the destination's suffix; the
+    companion files of the described kind (:data:`COMPANIONS`: an OpenVINO IR's ``.bin``) are
+    written beside it as ``w.tmp.with_suffix(suffix)``, as ``openvino.save_model(model, w.tmp)``
+    does. On a normal exit ``validate(w.tmp)`` runs (it raises to refuse the file), the companions
+    are renamed onto ``path.with_suffix(suffix)`` and then the file onto ``path``, atomically each,
+    and its manifest (:func:`make_manifest` of the described fields, hashed before the renames) is
+    written beside it. On any exception, in the block or in ``validate``, the temporary files are
+    removed and a previous ``path`` stays untouched. Without ``force`` an existing ``path`` (or
+    companion) is refused (InputError), ``path`` before anything is written."""
     path = check_overwrite(path, force)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".partial{path.suffix}", dir=path.parent)
     os.close(fd)
     handle = ArtifactWriter(path, Path(name))
+    temporary = [handle.tmp, *(handle.tmp.with_suffix(s) for s in sorted({s for c in COMPANIONS.values() for s in c}))]
     try:
         yield handle
         if handle.tmp.stat().st_size == 0:
@@ -357,13 +396,19 @@ def writer(path: str | os.PathLike, *, force: bool,
         if handle._fields is None:
             raise ArtifactError(f"{path}: the artifact was written without describing its manifest "
                                 f"(call describe() inside the writer block); not saved")
+        suffixes = COMPANIONS.get(handle._fields["kind"], ())
+        for suffix in suffixes:
+            check_overwrite(path.with_suffix(suffix), force)
         if validate is not None:
             validate(handle.tmp)
         manifest = make_manifest(handle.tmp, **handle._fields)
-        manifest["file"] = path.name  # hashed before the rename, so nothing can fail after it
+        manifest["file"] = path.name  # hashed before the renames, so nothing can fail after them
+        for suffix in suffixes:
+            _publish(handle.tmp.with_suffix(suffix), path.with_suffix(suffix))
         _publish(handle.tmp, path)
     except BaseException:
-        handle.tmp.unlink(missing_ok=True)
+        for tmp in temporary:
+            tmp.unlink(missing_ok=True)
         raise
     write_manifest(path, manifest)
     handle.manifest = manifest

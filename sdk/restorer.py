@@ -37,9 +37,11 @@ class Prepared:
 class Restorer:
     """Restore images with a MIRNet-v2 artifact.
 
-    ``model``: a bundled model name, ``.onnx`` (ONNX Runtime), ``.safetensors`` or ``.pth`` (PyTorch,
-    or ONNX Runtime through a cached export when ``backend='auto'`` on CPU), or an opened
+    ``model``: a bundled model name, ``.onnx`` (OpenVINO or ONNX Runtime), ``.xml`` (OpenVINO IR),
+    ``.safetensors`` or ``.pth`` (PyTorch), ``.engine`` (TensorRT), or an opened
     :class:`~mirnet.sdk.backends.Backend` instance (used as it is; ``close()`` closes it).
+    ``backend``: auto, ort, openvino, torch or trt (:func:`~mirnet.sdk.backends.open_backend` says
+    what auto picks); :attr:`backend_description` says what runs (e.g. ``openvino bf16``).
     ``tile``: ``None`` tiles only when an image would exceed ``memory_budget_mb`` of activations,
     ``0`` never tiles, ``N`` always uses N x N tiles; tiles overlap by ``tile_overlap`` pixels and
     are blended with linear feathering.
@@ -78,6 +80,11 @@ class Restorer:
         self.tile, self.tile_overlap = tile, tile_overlap
         self.memory_budget = int(memory_budget_mb * 2 ** 20)
         self._closed = False
+
+    @property
+    def backend_description(self) -> str:
+        """The backend that runs the network and, where it chose one, its precision: ``openvino bf16``."""
+        return " ".join(filter(None, (self.backend.name, self.backend.precision)))
 
     def tile_for(self, h: int, w: int) -> int | None:
         """The tile size an H x W (padded) input runs with, or None when it runs whole."""

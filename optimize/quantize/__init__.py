@@ -5,6 +5,7 @@
 - :mod:`.tensorrt`: explicit Q/DQ ONNX for TensorRT (ModelOpt, or PyTorch fake-quant as the
   fallback; QAT through ``mirnet.train.loop``);
 - :mod:`.onnxruntime`: ONNX Runtime ``quantize_static``, checked to run integer kernels on CPU;
+- :mod:`.openvino`: NNCF post-training quantization to an INT8 OpenVINO IR (CPU);
 - :mod:`.orchestrator`: :func:`quantize` (what ``mirnet quantize`` runs): load, calibrate,
   quantize for the target, write the artifact and its manifest, run the quality gate.
 """

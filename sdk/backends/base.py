@@ -102,6 +102,8 @@ class Backend(abc.ABC):
 
     name: str = "backend"
     input_spec: InputSpec
+    #: the inference precision the backend chose, where it chooses one (OpenVINO: f32 or bf16); else None
+    precision: str | None = None
     #: True when :meth:`restore_frames_async` runs pre/post-processing next to the network (GPU)
     supports_device_io: bool = False
 

@@ -1,5 +1,5 @@
-"""``mirnet export onnx``: weights to a deployable format; ``mirnet export triton``: a Triton model
-repository."""
+"""``mirnet export onnx``/``openvino``: weights to a deployable format; ``mirnet export triton``: a
+Triton model repository."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,6 +16,15 @@ def add_parser(sub) -> None:
     e.add_argument("--opset", type=int, default=17)
     e.add_argument("--force", action="store_true", help="overwrite an existing output")
     e.set_defaults(func=run_onnx)
+    v = export_sub.add_parser("openvino", help="OpenVINO IR (MODEL.xml + MODEL.bin, FP32), checked against "
+                              "ONNX Runtime",
+                              description="Convert an FP32 ONNX to OpenVINO IR with FP32 weights; weights and "
+                              "bundled names are exported to ONNX first (weights need torch). OpenVINO also runs "
+                              "the .onnx directly; the IR skips the conversion at every load.")
+    v.add_argument("model", help="an FP32 .onnx, a .safetensors/.pth file or a bundled model name")
+    v.add_argument("-o", "--output", required=True, help="output .xml path (the .bin is written beside it)")
+    v.add_argument("--force", action="store_true", help="overwrite an existing output")
+    v.set_defaults(func=run_openvino)
     b = export_sub.add_parser("bundled", help="the ONNX exports of the bundled models, into the package "
                               "(the packaging step; needs torch)")
     b.add_argument("--force", action="store_true", help="export again even when the exports are up to date")
@@ -61,6 +70,29 @@ def run_onnx(args) -> int:
     parity = artifact.read_manifest(path, verify=False)["parity"]
     print(f"wrote {path} (+ {artifact.sidecar_path(path).name}); ONNX Runtime vs PyTorch max abs diff "
           f"{parity['max_abs_diff']:.2e} at {parity['shape'][0]}x{parity['shape'][1]}")
+    return 0
+
+
+def run_openvino(args) -> int:
+    from mirnet.optimize.export_openvino import export_openvino
+
+    from .. import artifact, zoo
+
+    out = check_overwrite(args.output, args.force)
+    check_overwrite(out.with_suffix(".bin"), args.force)
+    if zoo.is_bundled_name(args.model) and zoo.has_onnx(str(args.model)):
+        source = zoo.bundled_onnx(str(args.model))
+    else:
+        source = zoo.resolve_weights(args.model)
+    onnx = source
+    if source.suffix.lower() != ".onnx":
+        from mirnet.optimize.export_onnx import cached_export
+
+        onnx = cached_export(source)
+    path = export_openvino(onnx, out, source=source)
+    parity = artifact.read_manifest(path, verify=False)["parity"]
+    print(f"wrote {path} (+ {path.with_suffix('.bin').name}, {artifact.sidecar_path(path).name}); OpenVINO vs ONNX "
+          f"Runtime max abs diff {parity['max_abs_diff']:.2e} at {parity['shape'][0]}x{parity['shape'][1]} in f32")
     return 0
 
 

@@ -1,12 +1,13 @@
-"""``mirnet info`` (an artifact's manifest) and ``mirnet variants`` (the named network configurations)."""
+"""``mirnet info`` (an artifact's manifest and the backend ``auto`` runs it with here) and ``mirnet
+variants`` (the named network configurations)."""
 from __future__ import annotations
 
 import json
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("info", help="print an artifact's manifest")
-    p.add_argument("artifact", help="a .safetensors, .onnx or .engine file, or a bundled model name")
+    p = sub.add_parser("info", help="print an artifact's manifest and the backend auto runs it with here")
+    p.add_argument("artifact", help="a .safetensors, .onnx, .xml or .engine file, or a bundled model name")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
     p.add_argument("--no-verify", action="store_true", help="skip the sha256 check")
     p.set_defaults(func=run_info)
@@ -28,6 +29,7 @@ def run_info(args) -> int:
         return 0
     io = manifest["io"]
     print(f"{path}  ({manifest['kind']}, {manifest['precision']})")
+    print(f"  backend   auto here: {_auto_backend(args.artifact, path)}")
     print(f"  variant   {manifest.get('variant') or '-'}")
     print(f"  sha256    {manifest['sha256']}")
     print(f"  created   {manifest.get('created', '-')}")
@@ -42,6 +44,24 @@ def run_info(args) -> int:
         if manifest.get(key) is not None:
             print(f"  {key:<9} {json.dumps(manifest[key])}")
     return 0
+
+
+def _auto_backend(model: str, shown) -> str:
+    """What ``backend="auto"`` runs ``model`` with on this machine (CPU), in words: the backend, its
+    precision where it chooses one and why, the file when it is not the one ``shown``; or why none."""
+    from ..backends import choose_backend
+    from ..errors import MirnetError
+
+    try:
+        name, path = choose_backend(model)
+        if name == "openvino":
+            from ..backends.openvino import choose_precision
+
+            precision, why = choose_precision()
+            name = f"{name} {precision} ({why})"
+    except MirnetError as exc:
+        return f"none ({exc})"
+    return name if path == shown else f"{name} on {path.name}"
 
 
 def run_variants(args) -> int:

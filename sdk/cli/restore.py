@@ -13,14 +13,15 @@ def add_parser(sub) -> None:
     p = sub.add_parser("restore", help="restore images, image folders and video files")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image or video files, or folders of them")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the results")
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"bundled name or .onnx/.safetensors/.pth "
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"bundled name or .onnx/.xml/.safetensors/.pth "
                    f"(default {DEFAULT_MODEL})")
-    p.add_argument("--backend", default="auto", choices=("auto", "ort", "torch"))
+    p.add_argument("--backend", default="auto", choices=("auto", "ort", "openvino", "torch"))
     p.add_argument("--tile", type=int, default=None, metavar="N",
                    help="tile size in pixels (default: automatic, 0: never tile)")
     p.add_argument("--tile-overlap", type=int, default=32, metavar="N",
                    help="overlap between tiles in pixels, blended with feathering (default 32)")
-    p.add_argument("--threads", type=positive_int, default=None, help="inference threads (default 1 for ORT)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="inference threads (default 1 for ORT and OpenVINO)")
     add_max_pixels(p)
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")

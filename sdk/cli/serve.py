@@ -16,7 +16,7 @@ def add_parser(sub) -> None:
         "http://HOST:METRICS_PORT/metrics. SIGINT or SIGTERM finishes the requests in flight and exits 0.")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"bundled name or .onnx/.safetensors/.pth/.engine "
                    f"(default {DEFAULT_MODEL})")
-    p.add_argument("--backend", default="auto", choices=("auto", "ort", "torch", "trt"))
+    p.add_argument("--backend", default="auto", choices=("auto", "ort", "openvino", "torch", "trt"))
     p.add_argument("--threads", type=int, default=None, help="inference threads per instance (default 1 for ORT)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0: every interface)")

@@ -21,14 +21,15 @@ def add_parser(sub) -> None:
     p.add_argument("source", metavar="SOURCE")
     p.add_argument("sink", metavar="SINK")
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--model", default=DEFAULT_MODEL, help=f"bundled name or .onnx/.safetensors/.pth "
+    where.add_argument("--model", default=DEFAULT_MODEL, help=f"bundled name or .onnx/.xml/.safetensors/.pth "
                        f"(default {DEFAULT_MODEL})")
     where.add_argument("--server", default=None, metavar="URL",
                        help="restore on a `mirnet serve` server: grpc://HOST:8001 or http://HOST:8000, optionally "
                             "?timeout=S (per request, default 10) &reconnect=S (how long to retry a server that is "
                             "down or restarting, default 30)")
-    p.add_argument("--backend", default="auto", choices=("auto", "ort", "torch"))
-    p.add_argument("--threads", type=positive_int, default=None, help="inference threads (default 1 for ORT)")
+    p.add_argument("--backend", default="auto", choices=("auto", "ort", "openvino", "torch"))
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="inference threads (default 1 for ORT and OpenVINO)")
     p.add_argument("--tile", type=int, default=None, metavar="N", help="tile size (default: automatic, 0: never)")
     p.add_argument("--policy", choices=("latest", "block"), default=None,
                    help="latest: drop stale frames to stay real time; block: lose nothing "
@@ -90,7 +91,8 @@ def run(args) -> int:
         stats = stream.run()
     if not args.quiet:
         g = stats["glass_to_glass"]
+        backend = " ".join(filter(None, (stats["backend"], stats["precision"])))
         print(f"mirnet stream: {stats['state']}: wrote {stats['frames']} frames to {stats['sink']} "
-              f"({stats['fps']:.1f} fps, glass-to-glass p50 {g['p50_ms'] or 0:.0f} ms, dropped {stats['dropped']}, "
-              f"reconnects {stats['reconnects']})", file=sys.stderr)
+              f"({backend}, {stats['fps']:.1f} fps, glass-to-glass p50 {g['p50_ms'] or 0:.0f} ms, "
+              f"dropped {stats['dropped']}, reconnects {stats['reconnects']})", file=sys.stderr)
     return 128 + caught[0] if caught else 0

@@ -36,7 +36,7 @@ def add_parsers(sub) -> None:
                    help="with --pairs: only every K-th pair (the ones training with holdout_every K left out)")
     p.add_argument("--tune", action="store_true", help="with --baseline nlm: pick its strength on DATA first "
                    "(validation data only) and print it")
-    p.add_argument("--backend", default="auto", choices=("auto", "ort", "torch"))
+    p.add_argument("--backend", default="auto", choices=("auto", "ort", "openvino", "torch"))
     p.add_argument("--threads", type=positive_int, default=None)
     add_max_pixels(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")

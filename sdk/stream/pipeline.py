@@ -356,6 +356,7 @@ class Stream:
             stats.source, stats.sink = source, sink
             stats.info = {"source": source.uri, "sink": sink.uri, "model": _model_name(self.model, restorer),
                           "backend": getattr(restorer.backend, "name", type(restorer.backend).__name__),
+                          "precision": getattr(restorer.backend, "precision", None),
                           "policy": policy, "batch": self.batch, "side_by_side": self.side_by_side}
             if self.prometheus is not None:
                 try:

@@ -52,6 +52,10 @@ BAD = {
     "pruned-list": (_set("pruned", ["body.0"]), "pruned"),
     "pruned-layer-shape": (_set("pruned", {"layers": {"conv_in": [16, "a", 1]}}), "pruned.layers.conv_in"),
     "source-sha256": (_set("source", {"file": "w.safetensors", "sha256": None}), "source"),
+    "companions-list": (_set("companions", [".bin"]), "companions"),
+    "companions-path": (_set("companions", {"/../w.bin": "0" * 64}), "companions"),
+    "companions-on-onnx": (_set("companions", {".bin": "0" * 64}), "companions"),
+    "openvino-without-bin": (_set("kind", "openvino"), "companions"),
 }
 
 
@@ -123,3 +127,34 @@ def test_onnx_graph_disagreeing_with_its_manifest_is_refused(tiny_onnx, tmp_path
     artifact.sidecar_path(path).write_text(json.dumps(manifest))
     with pytest.raises(ArtifactError, match=rf"{field.rsplit('.', 1)[0].replace('.', '[.]')}.*{value}"):
         OrtBackend(path)
+
+
+def test_writer_publishes_companions_with_the_artifact(tmp_path):
+    """An OpenVINO IR's .bin is written beside the temporary .xml, renamed with it and hashed in the
+    manifest; a failure removes both, and an existing .bin is refused without force."""
+    from mirnet.sdk.errors import InputError
+
+    out = tmp_path / "m.xml"
+
+    def write(w, bin_data=b"weights"):
+        w.tmp.write_bytes(b"<net/>")
+        w.tmp.with_suffix(".bin").write_bytes(bin_data)
+        w.describe(kind="openvino", config=dict(CONFIG), precision="fp32")
+
+    with pytest.raises(ArtifactError, match="refused"), artifact.writer(out, force=False) as w:
+        write(w)
+        raise ArtifactError("refused")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    with artifact.writer(out, force=False) as w:
+        write(w)
+    assert w.manifest["companions"] == {".bin": artifact.sha256_file(tmp_path / "m.bin")}
+    assert (tmp_path / "m.bin").read_bytes() == b"weights"
+    assert artifact.read_manifest(out, kind="openvino")["file"] == "m.xml"
+    (tmp_path / "n.bin").write_bytes(b"another model's")
+    with pytest.raises(InputError, match=r"n\.bin exists; pass --force"), \
+            artifact.writer(tmp_path / "n.xml", force=False) as w:
+        write(w)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.bin", "m.xml", "m.xml.json", "n.bin"]
+    with artifact.writer(out, force=True) as w:
+        write(w, b"new weights")
+    assert artifact.read_manifest(out)["companions"][".bin"] == artifact.sha256_file(tmp_path / "m.bin")

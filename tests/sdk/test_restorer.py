@@ -1,5 +1,6 @@
-"""Tests for mirnet.sdk.Restorer: numbers against a manual pipeline, backends, image kinds,
-tiling, errors, the torch-free import path and which runtime ``auto`` picks."""
+"""Tests for mirnet.sdk.Restorer: numbers against a manual pipeline (ONNX Runtime), backends, image
+kinds, tiling, errors, the torch-free import path and which runtime ``auto`` picks (the OpenVINO
+side of that rule: tests/sdk/test_openvino_backend.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 
 from mirnet.sdk import ArtifactError, ConfigError, InputError, Restorer
 from mirnet.sdk import restorer as restorer_mod
+from mirnet.sdk.backends import cpu_backend
 from mirnet.sdk.ops import postprocess, preprocess
 
 
@@ -36,7 +38,7 @@ def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
 
 @pytest.fixture(scope="module")
 def ort_restorer(tiny_onnx):
-    with Restorer(tiny_onnx) as r:
+    with Restorer(tiny_onnx, backend="ort") as r:
         yield r
 
 
@@ -159,7 +161,7 @@ def test_tiling(tiny_onnx, ort_restorer, monkeypatch):
     real = restorer_mod.run_tiled
     monkeypatch.setattr(restorer_mod, "run_tiled", lambda *a, **k: calls.append(k) or real(*a, **k))
 
-    with Restorer(tiny_onnx, tile=16, tile_overlap=4) as r:
+    with Restorer(tiny_onnx, backend="ort", tile=16, tile_overlap=4) as r:
         tiled = r.restore(img)
     assert calls and calls[0]["tile"] == 16 and calls[0]["overlap"] == 4
     assert tiled.shape == img.shape and tiled.dtype == np.uint8
@@ -168,16 +170,16 @@ def test_tiling(tiny_onnx, ort_restorer, monkeypatch):
 
     # an image no larger than the tile runs whole, exactly like untiled
     calls.clear()
-    with Restorer(tiny_onnx, tile=64, tile_overlap=4) as r:
+    with Restorer(tiny_onnx, backend="ort", tile=64, tile_overlap=4) as r:
         np.testing.assert_array_equal(r.restore(img), untiled)
     assert not calls
 
     # automatic tiling kicks in under a tiny memory budget; tile=0 never tiles
-    with Restorer(tiny_onnx, memory_budget_mb=0.01) as r:
+    with Restorer(tiny_onnx, backend="ort", memory_budget_mb=0.01) as r:
         r.restore(img)
     assert len(calls) == 1
     calls.clear()
-    with Restorer(tiny_onnx, tile=0, memory_budget_mb=0.01) as r:
+    with Restorer(tiny_onnx, backend="ort", tile=0, memory_budget_mb=0.01) as r:
         np.testing.assert_array_equal(r.restore(img), untiled)
     assert not calls
 
@@ -265,7 +267,8 @@ def test_torch_free_subprocess(tiny_onnx):
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "shape (21, 30, 3) uint8 ort" in proc.stdout
+    auto = "openvino" if importlib.util.find_spec("openvino") else "ort"
+    assert f"shape (21, 30, 3) uint8 {auto}" in proc.stdout
 
 
 def test_torch_free_weights_name_the_export(tiny_weights, tmp_path):
@@ -298,7 +301,7 @@ def test_import_does_not_import_torch():
 # ---------------------------------------------------------------------------- backend choice
 
 
-def test_auto_runs_weights_on_torch_and_onnx_on_ort(tiny_weights, tiny_onnx, tmp_path, monkeypatch, ort_restorer):
+def test_auto_runs_weights_on_torch(tiny_weights, tiny_onnx, tmp_path, monkeypatch, ort_restorer):
     pytest.importorskip("torch")
     monkeypatch.setenv("MIRNET_CACHE", str(tmp_path / "cache"))
     img = noisy(20, 28, seed=11)
@@ -318,7 +321,7 @@ def test_bundled_name_runs_its_shipped_onnx(tmp_path, monkeypatch):
 
     monkeypatch.setenv("MIRNET_CACHE", str(tmp_path / "cache"))
     with Restorer(zoo.DEFAULT_MODEL) as r:
-        assert r.backend.name == "ort" and r.backend.path == zoo.bundled_onnx(zoo.DEFAULT_MODEL)
+        assert r.backend.name == cpu_backend() and r.backend.path == zoo.bundled_onnx(zoo.DEFAULT_MODEL)
     assert not (tmp_path / "cache").exists()
     if importlib.util.find_spec("torch"):
         with Restorer(zoo.DEFAULT_MODEL, backend="torch") as r:

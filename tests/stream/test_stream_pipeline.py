@@ -105,7 +105,8 @@ def test_max_frames_and_real_model(tiny_onnx, tmp_path):
     with Restorer(tiny_onnx) as restorer:
         stats = Stream(video, sink, model=restorer, max_frames=4).run()
         want = restorer.restore(cv2.VideoCapture(str(video)).read()[1])
-    assert stats["frames"] == 4 and stats["frames_in"] == 4 and stats["backend"] == "ort"
+    assert stats["frames"] == 4 and stats["frames_in"] == 4
+    assert (stats["backend"], stats["precision"]) == (restorer.backend.name, restorer.backend.precision)
     np.testing.assert_array_equal(got[0][1], want)  # same numbers as Restorer.restore
 
 
