@@ -337,6 +337,7 @@ class BuildRequest:
     trt_major: int | None = None
     timing_cache: Path | None = None
     min_psnr_db: float | None = None
+    max_loss_db: float = 0.15
     gate_data: Path | None = None
     verbose: bool = False
     device: int = 0
@@ -352,7 +353,7 @@ class BuildRequest:
 def prepare_build(onnx_path: str | os.PathLike, out_path: str | os.PathLike, *, fp16: bool = False,
                   profiles: Sequence[str | Profile] | None = None, timing_cache: str | os.PathLike | None = None,
                   workspace_mb: int | None = None, dla_core: int | None = None, version_compatible: bool = False,
-                  strongly_typed: bool | None = None, min_psnr_db: float | None = None,
+                  strongly_typed: bool | None = None, min_psnr_db: float | None = None, max_loss_db: float = 0.15,
                   gate_data: str | os.PathLike | None = None, verbose: bool = False,
                   device: int = 0) -> BuildRequest:
     """Validate the inputs and decide the build without importing TensorRT (so errors and the
@@ -370,8 +371,8 @@ def prepare_build(onnx_path: str | os.PathLike, out_path: str | os.PathLike, *, 
     io = onnx_manifest["io"]["input"]
     channels, pad_multiple, input_name = int(io["channels"]), int(io["pad_multiple"]), io["name"]
     if min_psnr_db is not None and gate_data is None:
-        raise ConfigError(f"--min-psnr-db {min_psnr_db}: the quality gate needs --data DIR (frames to compare "
-                          f"the engine with the ONNX on)")
+        raise ConfigError(f"--min-psnr-db {min_psnr_db}: the quality gate needs --data DIR (clean frames to score "
+                          f"the engine and its FP32 reference on)")
     options = dict(fp16=fp16, strongly_typed=strongly_typed, has_qdq=onnx_has_qdq(onnx_path), dla_core=dla_core,
                    version_compatible=version_compatible, workspace_mb=workspace_mb,
                    onnx_precision=onnx_manifest.get("precision", "fp32"))
@@ -379,7 +380,8 @@ def prepare_build(onnx_path: str | os.PathLike, out_path: str | os.PathLike, *, 
         onnx_path=onnx_path, out_path=out_path, onnx_manifest=onnx_manifest,
         profiles=resolve_profiles(profiles, channels=channels, pad_multiple=pad_multiple), input_name=input_name,
         options=options, timing_cache=None if timing_cache is None else Path(timing_cache), min_psnr_db=min_psnr_db,
-        gate_data=None if gate_data is None else Path(gate_data), verbose=verbose, device=device)
+        max_loss_db=max_loss_db, gate_data=None if gate_data is None else Path(gate_data), verbose=verbose,
+        device=device)
     return request.planned(installed_major())
 
 
@@ -450,21 +452,38 @@ def run_build(request: BuildRequest) -> Path:
     if cache_path is not None:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         artifact.atomic_write_bytes(cache_path, _serialized_bytes(config.get_timing_cache().serialize()))
-    if request.min_psnr_db is not None:
-        gate = run_quality_gate(out, onnx_path, min_psnr_db=request.min_psnr_db, data=request.gate_data)
+    if request.gate_data is not None:
+        gate = run_quality_gate(out, gate_reference(onnx_path, request.onnx_manifest), data=request.gate_data,
+                                max_loss_db=request.max_loss_db, min_psnr_db=request.min_psnr_db)
         manifest = artifact.read_manifest(out, kind="engine")
         manifest["gate"] = gate
         artifact.write_manifest(out, manifest)
     return out
 
 
-def run_quality_gate(engine_path: Path, onnx_path: Path, *, min_psnr_db: float, data: Path | None) -> dict:
-    """Compare the engine with its ONNX through ``mirnet.optimize.gate.run_gate`` when that module is
-    installed; otherwise return a "skipped" record (and warn). A failing gate removes the engine and
-    its manifest (the timing cache stays, so a rebuild is quick) and re-raises."""
+def gate_reference(onnx_path: Path, onnx_manifest: dict) -> Path:
+    """What an engine is gated against: its ONNX when that is FP32, else (a Q/DQ INT8 ONNX) the FP32
+    weights the ONNX was quantized from, found beside it by the manifest's ``source`` name."""
+    if onnx_manifest.get("precision", "fp32") == "fp32":
+        return onnx_path
+    source = (onnx_manifest.get("source") or {}).get("file")
+    weights = onnx_path.parent / Path(source).name if source else None
+    if weights is None or not weights.is_file():
+        raise ConfigError(f"{onnx_path.name} is {onnx_manifest.get('precision')}: the gate compares the engine with "
+                          f"the FP32 weights it was quantized from ({source or 'not recorded'}), which are not beside "
+                          f"it; copy them next to the ONNX or build without --data")
+    return weights
+
+
+def run_quality_gate(engine_path: Path, reference: Path, *, data: Path, max_loss_db: float = 0.15,
+                     min_psnr_db: float | None = None) -> dict:
+    """Score the engine and its FP32 ``reference`` against ground truth on the model's own inputs
+    (``mirnet.optimize.gate.run_gate``) when that module is installed; otherwise return a "skipped"
+    record (and warn). A failing gate removes the engine and its manifest (the timing cache stays,
+    so a rebuild is quick) and re-raises."""
     def skipped(reason: str) -> dict:
         warnings.warn(f"quality gate skipped: {reason}", stacklevel=3)
-        return {"status": "skipped", "reason": reason, "min_psnr_db": min_psnr_db}
+        return {"status": "skipped", "reason": reason, "max_loss_db": max_loss_db, "min_psnr_db": min_psnr_db}
 
     try:
         gate = importlib.import_module("mirnet.optimize.gate")
@@ -472,14 +491,16 @@ def run_quality_gate(engine_path: Path, onnx_path: Path, *, min_psnr_db: float, 
         if exc.name not in ("mirnet.optimize.gate", "mirnet.optimize"):
             raise MissingDependencyError(
                 f"the quality gate (mirnet.optimize.gate) needs {exc.name}, which is not installed ({exc}); "
-                f"install it or build without --min-psnr-db") from exc
+                f"install it or build without --data") from exc
         return skipped("mirnet.optimize.gate is not available in this install")
     run_gate = getattr(gate, "run_gate", None)
-    kwargs = dict(artifact=engine_path, reference=onnx_path, data=data, min_psnr_db=min_psnr_db)
+    kwargs = dict(artifact=engine_path, reference=reference, data=data, max_loss_db=max_loss_db,
+                  min_psnr_db=min_psnr_db)
     try:
         inspect.signature(run_gate).bind(**kwargs)
     except (TypeError, ValueError):  # also when run_gate is missing (None is not callable)
-        return skipped("mirnet.optimize.gate.run_gate does not take (artifact, reference, data, min_psnr_db)")
+        return skipped("mirnet.optimize.gate.run_gate does not take (artifact, reference, data, max_loss_db, "
+                       "min_psnr_db)")
     try:
         result = run_gate(**kwargs)
     except (MirnetError, AssertionError):
@@ -488,20 +509,20 @@ def run_quality_gate(engine_path: Path, onnx_path: Path, *, min_psnr_db: float, 
         raise
     if hasattr(result, "to_dict"):
         result = result.to_dict()
-    return {"status": "passed", "min_psnr_db": min_psnr_db,
+    return {"status": "passed", "max_loss_db": max_loss_db, "min_psnr_db": min_psnr_db,
             "result": result if isinstance(result, (dict, list, str, int, float, bool, type(None))) else repr(result)}
 
 
 def build_engine(onnx_path: str | os.PathLike, out_path: str | os.PathLike, *, fp16: bool = False,
                  profiles: Sequence[str | Profile] | None = None, timing_cache: str | os.PathLike | None = None,
                  workspace_mb: int | None = None, dla_core: int | None = None, version_compatible: bool = False,
-                 strongly_typed: bool | None = None, min_psnr_db: float | None = None,
+                 strongly_typed: bool | None = None, min_psnr_db: float | None = None, max_loss_db: float = 0.15,
                  gate_data: str | os.PathLike | None = None, verbose: bool = False, device: int = 0) -> Path:
     """Build ``out_path`` (``.engine``/``.plan``) from ``onnx_path`` (made by ``mirnet export onnx``,
     with its manifest) and write its manifest. Without TensorRT this raises MissingDependencyError
     whose message holds the equivalent ``trtexec`` command."""
     request = prepare_build(onnx_path, out_path, fp16=fp16, profiles=profiles, timing_cache=timing_cache,
                             workspace_mb=workspace_mb, dla_core=dla_core, version_compatible=version_compatible,
-                            strongly_typed=strongly_typed, min_psnr_db=min_psnr_db, gate_data=gate_data,
-                            verbose=verbose, device=device)
+                            strongly_typed=strongly_typed, min_psnr_db=min_psnr_db, max_loss_db=max_loss_db,
+                            gate_data=gate_data, verbose=verbose, device=device)
     return run_build(request)

@@ -1,13 +1,19 @@
-"""Quality gate: run an optimised artifact (INT8 ONNX, pruned weights, TensorRT engine) and its FP32
-reference on real frames, compare the outputs, fail below a PSNR threshold and say which layers
-to keep in higher precision.
+"""Quality gate: run an optimised artifact (INT8 ONNX or IR, pruned weights, TensorRT engine) and
+its FP32 reference on the inputs the model restores, score both against ground truth, fail when the
+artifact loses more than a threshold, and say which layers to keep in higher precision.
 
-Output comparison (every artifact kind): PSNR and SSIM of the artifact's output against the
-reference's output (both clipped to [0, 1]), per frame and averaged; with ``sigma`` the frames
-are noised (AWGN, ``np.random.RandomState(seed)`` per frame, clipped to [0, 1] like camera frames)
-and both outputs are also scored against the clean frame. The gate passes when the mean PSNR (artifact vs
-reference; a frame with identical outputs counts as :data:`PSNR_CAP` dB) is at least
-``min_psnr_db``.
+Inputs (:func:`mirnet.sdk.mixture.model_inputs`): real pairs (``pairs``, or a ``data`` folder with
+paired sub-folders), clean frames plus clipped AWGN ``sigma``, a camera preset ``protocol``, or by
+default the degradations the reference's weights were trained with (their manifest's
+``training.data``), synthesised from the clean frames in ``data``. Frame ``i`` uses
+``np.random.default_rng([seed, i])``.
+
+Scores: PSNR and SSIM of each output against the ground truth; the loss is the reference's mean
+PSNR minus the artifact's (``loss_db``; also the SSIM loss and the worst frame's PSNR loss). The
+gate passes when ``loss_db <= max_loss_db`` (default 0.15 dB) and, when ``min_psnr_db`` is given,
+the mean PSNR of the artifact's output against the reference's output (a frame with identical
+outputs counts as :data:`PSNR_CAP` dB) is at least that. Models that change the size (``scale > 1``)
+are compared output to output only (``min_psnr_db``, default :data:`DEFAULT_MIN_PSNR_DB`).
 
 Layer report (ONNX artifacts with QuantizeLinear/DequantizeLinear nodes): every compute layer
 (Conv, ConvTranspose, MatMul, Gemm) of the artifact is located by tensor name in the FP32
@@ -38,44 +44,20 @@ from pathlib import Path
 import numpy as np
 
 from mirnet.sdk.errors import ArtifactError, ConfigError, InputError, QualityGateError, require
+from mirnet.sdk.mixture import ModelInputs
 
-__all__ = ["run_gate", "GateResult", "layer_report", "load_frames", "DEFAULT_MIN_PSNR_DB", "PSNR_CAP"]
+__all__ = ["run_gate", "GateResult", "layer_report", "training_manifest", "DEFAULT_MAX_LOSS_DB",
+           "DEFAULT_MIN_PSNR_DB", "PSNR_CAP"]
 
+DEFAULT_MAX_LOSS_DB = 0.15
 DEFAULT_MIN_PSNR_DB = 35.0
 PSNR_CAP = 99.0  # dB reported for identical outputs (keeps means and JSON finite)
 SUGGEST_LAYERS = 3
 
 
 # ---------------------------------------------------------------------------------------------
-# Frames and scores (the torch-free foundation: mirnet.sdk.media, .evalsets, .ops, .metrics)
+# Scores (the torch-free foundation: mirnet.sdk.mixture, .evalsets, .ops, .metrics)
 # ---------------------------------------------------------------------------------------------
-
-def load_frames(data: str | os.PathLike, *, sigma: float | None = None, limit: int | None = None,
-                crop: int | None = None, seed: int = 0) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """``[(name, input, clean)]``: float32 HxWx3 RGB [0, 1] frames from the images directly in
-    ``data`` (sorted by name), centre-cropped to ``crop``, the first ``limit``; with ``sigma``
-    (0-255 units) ``input = clip(clean + N(0, sigma/255), 0, 1)`` (RandomState(seed) per frame):
-    clipped like the camera frames a deployed model sees, and like the calibration crops of
-    ``mirnet quantize`` (unclipped noise would fall outside the calibrated input range)."""
-    from mirnet.sdk.degrade import awgn
-    from mirnet.sdk.evalsets import centre_crop
-    from mirnet.sdk.media import list_images, load_rgb
-
-    if not Path(data).is_dir():
-        raise ConfigError(f"--data {str(data)!r} is not a folder of images")
-    if limit is not None and (isinstance(limit, bool) or int(limit) < 1):
-        raise ConfigError(f"--limit {limit!r}: give a number of frames >= 1")
-    if sigma is not None and not (isinstance(sigma, (int, float)) and sigma >= 0):
-        raise ConfigError(f"--sigma {sigma!r}: AWGN sigma in 0-255 units, >= 0 (e.g. 25)")
-    frames = []
-    for path in list_images(data)[:limit]:
-        clean = centre_crop(load_rgb(path), crop)
-        noisy = clean
-        if sigma:
-            noisy = np.clip(awgn(clean, sigma, np.random.RandomState(seed)), 0.0, 1.0)
-        frames.append((path.name, noisy, clean))
-    return frames
-
 
 def _run(backend, img: np.ndarray) -> np.ndarray:
     from mirnet.sdk.ops import run_padded
@@ -116,19 +98,35 @@ class GateResult:
     artifact: str
     reference: str
     data: str
-    min_psnr_db: float
+    inputs: dict
+    max_loss_db: float | None
+    min_psnr_db: float | None
     passed: bool
     n: int
     psnr_db: float
     psnr_min_db: float
     ssim: float | None
-    sigma: float | None = None
     vs_clean: dict | None = None
+    loss_db: float | None = None
+    loss_ssim: float | None = None
+    worst_frame: dict | None = None
     frames: list = field(default_factory=list)
     layers: list = field(default_factory=list)
     layer_analysis: dict = field(default_factory=dict)
     suggested_exclude: list = field(default_factory=list)
     fix: str | None = None
+
+    @property
+    def reason(self) -> str:
+        """Why the gate failed (empty when it passed)."""
+        parts = []
+        if self.loss_db is not None and self.max_loss_db is not None and self.loss_db > self.max_loss_db:
+            parts.append(f"it loses {self.loss_db:.2f} dB PSNR against ground truth (limit --max-loss-db "
+                         f"{self.max_loss_db:g})")
+        if self.min_psnr_db is not None and self.psnr_db < self.min_psnr_db:
+            parts.append(f"its output is {self.psnr_db:.2f} dB PSNR from the reference's (limit --min-psnr-db "
+                         f"{self.min_psnr_db:g})")
+        return " and ".join(parts)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -137,13 +135,17 @@ class GateResult:
         """Human-readable report: verdict, metrics, worst layers, fix."""
         verdict = "PASSED" if self.passed else "FAILED"
         lines = [f"quality gate {verdict}: {Path(self.artifact).name} vs {Path(self.reference).name} on "
-                 f"{self.n} frame(s) of {self.data}" + (f" + AWGN sigma {self.sigma:g}" if self.sigma else ""),
-                 f"  output PSNR {self.psnr_db:.2f} dB (min frame {self.psnr_min_db:.2f} dB, threshold "
-                 f"{self.min_psnr_db:g} dB)" + (f"   SSIM {self.ssim:.4f}" if self.ssim is not None else "")]
+                 f"{self.n} frame(s): {self.inputs.get('description')}" + (f" of {self.data}" if self.data else "")]
         if self.vs_clean:
             a, r = self.vs_clean["artifact"], self.vs_clean["reference"]
-            lines.append(f"  vs clean: artifact PSNR {a['psnr_db']:.2f} dB / SSIM {a['ssim']:.4f}, "
-                         f"reference PSNR {r['psnr_db']:.2f} dB / SSIM {r['ssim']:.4f}")
+            lines.append(f"  vs ground truth: reference {r['psnr_db']:.2f} dB / SSIM {r['ssim']:.4f}, artifact "
+                         f"{a['psnr_db']:.2f} dB / SSIM {a['ssim']:.4f}: loss {self.loss_db:+.3f} dB (limit "
+                         f"{self.max_loss_db:g}), SSIM loss {self.loss_ssim:+.4f}")
+            if self.worst_frame:
+                lines.append(f"  worst frame: {self.worst_frame['name']} loses {self.worst_frame['loss_db']:+.3f} dB")
+        lines.append(f"  artifact vs reference output: PSNR {self.psnr_db:.2f} dB (min frame {self.psnr_min_db:.2f} dB"
+                     + (f", limit {self.min_psnr_db:g} dB" if self.min_psnr_db is not None else "") + ")"
+                     + (f"   SSIM {self.ssim:.4f}" if self.ssim is not None else ""))
         la = self.layer_analysis or {}
         if la.get("status") == "done" and self.layers:
             shown = self.layers[:top] if top else self.layers
@@ -326,6 +328,9 @@ def _suggest(rows: list[dict], k: int = SUGGEST_LAYERS) -> list[str]:
     return out
 
 
+_INPUT_FLAGS = {"pairs": "--pairs", "awgn": "--sigma", "protocol": "--protocol"}
+
+
 def _fix_command(manifest: dict | None, artifact: Path, exclude: list[str]) -> str:
     q = (manifest or {}).get("quantization") or {}
     previous = list(q.get("exclude") or [])
@@ -333,16 +338,22 @@ def _fix_command(manifest: dict | None, artifact: Path, exclude: list[str]) -> s
     if q.get("target"):
         source = (manifest.get("source") or {}).get("file", "MODEL")
         cal = manifest.get("calibration") or {}
-        args = [f"--target {q['target']}", f"--calib {cal.get('folder', 'CALIB_DIR')}",
-                f"--method {cal.get('method', 'max')}"]
+        args = [f"--target {q['target']}"]
+        if cal.get("folder"):
+            args.append(f"--calib {cal['folder']}")
+        inputs = cal.get("inputs") or {}
+        if inputs.get("kind") in _INPUT_FLAGS:
+            args.append(f"{_INPUT_FLAGS[inputs['kind']]} {inputs['value']}")
+        if cal.get("method"):
+            args.append(f"--method {cal['method']}")
         if cal.get("images"):
             args.append(f"--calib-images {cal['images']}")
         if cal.get("size"):
             args.append(f"--calib-size {cal['size']}")
-        if cal.get("sigma"):
-            args.append(f"--calib-sigma {cal['sigma']:g}")
-        return (f"keep the worst layers in float: mirnet quantize {source} {' '.join(args)} --exclude {merged} "
-                f"-o {artifact.name} --force")
+        command = f"mirnet quantize {source} {' '.join(args)} --exclude {merged} -o {artifact.name} --force"
+        qat = (" or fine-tune the quantized model: add --qat-steps 2000 --data DIR (clean training images)"
+               if q["target"] == "tensorrt" else "")
+        return f"keep the worst layers in float: {command}{qat}"
     return f"keep the worst layers in float: mirnet quantize MODEL ... --exclude {merged}"
 
 
@@ -359,61 +370,111 @@ def _reference_onnx(reference: Path) -> Path:
     return cached_export(reference)
 
 
-def run_gate(artifact: str | os.PathLike, reference: str | os.PathLike, data: str | os.PathLike, *,
-             min_psnr_db: float = DEFAULT_MIN_PSNR_DB, sigma: float | None = None, limit: int | None = None,
-             crop: int | None = None, layers: str = "always", layer_frames: int = 2, layer_crop: int = 64,
-             threads: int | None = None, seed: int = 0, check: bool = True) -> GateResult:
-    """Compare ``artifact`` with its FP32 ``reference`` (weights, a bundled name or an FP32 ONNX)
-    on the images in ``data``. ``layers``: "always", "on-failure" or "never" (per-layer report of
-    Q/DQ ONNX artifacts). With ``check`` a failing gate raises :class:`QualityGateError` (exit
-    code 6) whose ``result`` holds the report; otherwise the result says ``passed=False``."""
+def training_manifest(path: Path) -> dict | None:
+    """The manifest that records how the model at ``path`` was trained: its own, or (an export or
+    quantized artifact) that of the weights file its manifest names as ``source`` in the same folder."""
+    from mirnet.sdk import artifact as artifact_mod
+
+    if not artifact_mod.sidecar_path(path).is_file():
+        return None
+    manifest = artifact_mod.read_manifest(path, verify=False)
+    if manifest.get("training"):
+        return manifest
+    source = (manifest.get("source") or {}).get("file")
+    if source:
+        weights = path.parent / Path(source).name
+        if weights != path and weights.is_file() and artifact_mod.sidecar_path(weights).is_file():
+            found = artifact_mod.read_manifest(weights, verify=False)
+            if found.get("training"):
+                return found
+    return manifest
+
+
+def run_gate(artifact: str | os.PathLike, reference: str | os.PathLike, data: str | os.PathLike | None = None, *,
+             inputs: ModelInputs | None = None, pairs: str | None = None, sigma: float | None = None,
+             protocol: str | None = None, max_loss_db: float = DEFAULT_MAX_LOSS_DB, min_psnr_db: float | None = None,
+             limit: int | None = None, crop: int | None = None, layers: str = "always", layer_frames: int = 2,
+             layer_crop: int = 64, threads: int | None = None, seed: int = 0, check: bool = True) -> GateResult:
+    """Compare ``artifact`` with its FP32 ``reference`` (weights, a bundled name or an FP32 ONNX) on
+    ``inputs`` (default: :func:`mirnet.sdk.mixture.model_inputs` of the reference's training record,
+    or ``pairs``/``sigma``/``protocol``) made from the clean frames in ``data`` (see the module
+    docstring). ``layers``: "always", "on-failure" or "never" (per-layer report of Q/DQ ONNX
+    artifacts). With ``check`` a failing gate raises :class:`QualityGateError` (exit code 6) whose
+    ``result`` holds the report; otherwise the result says ``passed=False``."""
     from mirnet.sdk import artifact as artifact_mod
     from mirnet.sdk import zoo
     from mirnet.sdk.backends import open_backend
     from mirnet.sdk.evalsets import centre_crop
+    from mirnet.sdk.mixture import model_inputs
 
     if layers not in ("always", "on-failure", "never"):
         raise ConfigError(f"layers={layers!r}: valid values are always, on-failure, never")
-    if not (isinstance(min_psnr_db, (int, float)) and math.isfinite(min_psnr_db)):
-        raise ConfigError(f"--min-psnr-db {min_psnr_db!r}: give a PSNR in dB, e.g. 35")
+    for name, value in (("--max-loss-db", max_loss_db), ("--min-psnr-db", min_psnr_db)):
+        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
+            raise ConfigError(f"{name} {value!r}: give a value in dB, e.g. {0.15 if 'loss' in name else 35}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"--limit {limit!r}: give a number of frames >= 1")
     art_path = zoo.resolve_weights(artifact)
     ref_path = zoo.resolve_weights(reference)
     if art_path.resolve() == ref_path.resolve():
         raise ConfigError(f"the artifact and the reference are the same file ({art_path}); give the FP32 "
                           f"model as --reference")
-    frames = load_frames(data, sigma=sigma, limit=limit, crop=crop, seed=seed)
+    if inputs is None:
+        manifest = training_manifest(ref_path) or training_manifest(art_path)
+        inputs = model_inputs(manifest, folder=data, pairs=pairs, sigma=sigma, protocol=protocol,
+                              model=ref_path.name)
+    if inputs.kind != "pairs" and (data is None or not Path(data).is_dir()):
+        raise ConfigError(f"--data {str(data)!r} is not a folder of images (the clean frames the gate "
+                          f"degrades with {inputs.description})")
+    evalset = inputs.evalset(None if data is None else str(data), limit=limit, crop=crop, seed=seed)
+    if not len(evalset):
+        raise InputError(f"no frames: {evalset.description} gave none")
     rows = []
-    with open_backend(art_path, threads=threads) as art_b, open_backend(ref_path, threads=threads) as ref_b:
+    # the reference in exact FP32: an ONNX on ONNX Runtime (auto could pick OpenVINO's bf16), weights on PyTorch
+    ref_backend = "ort" if ref_path.suffix.lower() == ".onnx" else "auto"
+    with open_backend(art_path, threads=threads) as art_b, \
+            open_backend(ref_path, ref_backend, threads=threads) as ref_b:
         a_spec, r_spec = art_b.input_spec, ref_b.input_spec
         if (a_spec.channels, a_spec.out_channels, a_spec.scale) != (r_spec.channels, r_spec.out_channels, r_spec.scale):
             raise ArtifactError(
                 f"{art_path.name} ({a_spec.channels}->{a_spec.out_channels} channels, x{a_spec.scale}) and "
                 f"{ref_path.name} ({r_spec.channels}->{r_spec.out_channels}, x{r_spec.scale}) are different "
                 f"networks; give the FP32 model the artifact was made from as --reference")
-        for name, noisy, clean in frames:
+        truth = a_spec.scale == 1
+        if not truth and min_psnr_db is None:
+            min_psnr_db = DEFAULT_MIN_PSNR_DB
+        for name, (noisy, clean) in zip(evalset.names, evalset.pairs):
             if noisy.shape[2] != a_spec.channels:
                 raise InputError(f"{name}: {noisy.shape[2]}-channel frame, the model takes {a_spec.channels}")
             a, r = _run(art_b, noisy), _run(ref_b, noisy)
             row = {"name": name, "psnr_db": round(_psnr(a, r), 3), "ssim": _ssim(a, r)}
-            if sigma and a_spec.scale == 1:
+            if truth:
                 row.update(artifact_vs_clean_db=_psnr(a, clean), reference_vs_clean_db=_psnr(r, clean),
                            artifact_vs_clean_ssim=_ssim(a, clean), reference_vs_clean_ssim=_ssim(r, clean))
             rows.append(row)
     psnrs = [r["psnr_db"] for r in rows]
     ssims = [r["ssim"] for r in rows if r["ssim"] is not None]
     mean_psnr = float(np.mean(psnrs))
-    passed = mean_psnr >= min_psnr_db
-    vs_clean = None
-    if rows and "artifact_vs_clean_db" in rows[0]:
+    result = GateResult(artifact=str(art_path), reference=str(ref_path), data="" if data is None else str(data),
+                        inputs=inputs.record(), max_loss_db=float(max_loss_db) if truth else None,
+                        min_psnr_db=None if min_psnr_db is None else float(min_psnr_db), passed=False, n=len(rows),
+                        psnr_db=round(mean_psnr, 3), psnr_min_db=round(min(psnrs), 3),
+                        ssim=round(float(np.mean(ssims)), 5) if ssims else None, frames=rows)
+    if truth:
         def mean(key):
             vals = [r[key] for r in rows if r[key] is not None]
             return float(np.mean(vals)) if vals else None
-        vs_clean = {"artifact": {"psnr_db": mean("artifact_vs_clean_db"), "ssim": mean("artifact_vs_clean_ssim")},
-                    "reference": {"psnr_db": mean("reference_vs_clean_db"), "ssim": mean("reference_vs_clean_ssim")}}
-    result = GateResult(artifact=str(art_path), reference=str(ref_path), data=str(data), min_psnr_db=float(min_psnr_db),
-                        passed=passed, n=len(rows), psnr_db=round(mean_psnr, 3), psnr_min_db=round(min(psnrs), 3),
-                        ssim=round(float(np.mean(ssims)), 5) if ssims else None, sigma=sigma, vs_clean=vs_clean,
-                        frames=rows)
+        result.vs_clean = {"artifact": {"psnr_db": mean("artifact_vs_clean_db"), "ssim": mean("artifact_vs_clean_ssim")},
+                           "reference": {"psnr_db": mean("reference_vs_clean_db"),
+                                         "ssim": mean("reference_vs_clean_ssim")}}
+        result.loss_db = round(result.vs_clean["reference"]["psnr_db"] - result.vs_clean["artifact"]["psnr_db"], 4)
+        a_ssim, r_ssim = result.vs_clean["artifact"]["ssim"], result.vs_clean["reference"]["ssim"]
+        result.loss_ssim = None if a_ssim is None else round(r_ssim - a_ssim, 5)
+        worst = max(rows, key=lambda r: r["reference_vs_clean_db"] - r["artifact_vs_clean_db"])
+        result.worst_frame = {"name": worst["name"],
+                              "loss_db": round(worst["reference_vs_clean_db"] - worst["artifact_vs_clean_db"], 4)}
+    passed = not result.reason
+    result.passed = passed
 
     want_layers = layers == "always" or (layers == "on-failure" and not passed)
     if art_path.suffix.lower() != ".onnx":
@@ -423,7 +484,7 @@ def run_gate(artifact: str | os.PathLike, reference: str | os.PathLike, data: st
         manifest = artifact_mod.read_manifest(art_path, verify=False)
         pad = a_spec.pad_multiple
         size = max(pad, layer_crop // pad * pad)
-        feeds = [_feed(centre_crop(noisy, size), pad) for _, noisy, _ in frames[:max(1, layer_frames)]]
+        feeds = [_feed(centre_crop(noisy, size), pad) for noisy, _ in evalset.pairs[:max(1, layer_frames)]]
         report = layer_report(art_path, _reference_onnx(ref_path), feeds, config=manifest.get("config"),
                               input_name=a_spec.input_name, threads=threads)
         result.layers = report.pop("layers", [])
@@ -435,10 +496,8 @@ def run_gate(artifact: str | os.PathLike, reference: str | os.PathLike, data: st
     if not passed and not result.fix:
         result.fix = ("keep sensitive layers in float (mirnet quantize ... --exclude MODULE,...; run `mirnet gate "
                       "ARTIFACT.onnx` for the per-layer table), calibrate on more or more representative frames, "
-                      "add QAT steps (--qat-steps N --data DIR), or lower --min-psnr-db")
+                      "fine-tune with QAT (--qat-steps N --data DIR), or raise --max-loss-db")
     if check and not passed:
-        raise QualityGateError(
-            f"quality gate failed: {art_path.name} output PSNR {mean_psnr:.2f} dB vs {ref_path.name} is below "
-            f"--min-psnr-db {min_psnr_db:g}" + (f". Fix: {result.fix}" if result.fix else ""),
-            result=result.to_dict())
+        raise QualityGateError(f"quality gate failed: {art_path.name} vs {ref_path.name}: {result.reason}"
+                               + (f". Fix: {result.fix}" if result.fix else ""), result=result.to_dict())
     return result

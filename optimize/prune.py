@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from mirnet.sdk.errors import ConfigError, require
-from mirnet.sdk.evalsets import EvalSet, detect_pairs
+from mirnet.sdk.mixture import ModelInputs, model_inputs
 from mirnet.sdk.model.arch import ContextBlock, MIRNetV2
 from mirnet.sdk.model.complexity import count_macs, count_params
 
@@ -285,28 +285,20 @@ def prune(model: MIRNetV2, *, macs_ratio: float | None = None, params_ratio: flo
 # fine-tune
 # ---------------------------------------------------------------------------------------------
 
-def _train_set(data_dir: str | Path, sigma_range: tuple[float, float], seed: int):
-    """A ``TrainSet`` over ``data_dir``: paired sub-folders when found, else clean images + AWGN."""
-    from mirnet.sdk.degrade import DegradeConfig
-    from mirnet.train.data import SourceConfig, TrainSet
+def _train_set(data_dir: str | Path | None, inputs: ModelInputs, seed: int):
+    """A ``TrainSet`` that makes ``inputs`` from the clean images in ``data_dir`` (or its pairs)."""
+    from mirnet.train.data import TrainSet, sources_for
 
-    data_dir = Path(data_dir)
-    pairs = detect_pairs(data_dir) if data_dir.is_dir() else None
-    if pairs:
-        low, high, low_prefix, high_prefix = pairs
-        source = SourceConfig(low=str(low), high=str(high), low_prefix=low_prefix, high_prefix=high_prefix)
-    else:
-        source = SourceConfig(clean=str(data_dir), degrade=DegradeConfig(awgn_sigma=tuple(sigma_range)))
-    return TrainSet([source], seed=seed)
+    return TrainSet(sources_for(inputs, data_dir), seed=seed)
 
 
-def calibration_batches(data_dir: str | Path, n_batches: int = 4, *, batch: int = 4, patch: int = 64,
-                        sigma_range: tuple[float, float] = (0.0, 50.0), seed: int = 0) -> list:
+def calibration_batches(data_dir: str | Path | None, inputs: ModelInputs, n_batches: int = 4, *, batch: int = 4,
+                        patch: int = 64, seed: int = 0) -> list:
     """``n_batches`` ``(input, target)`` batches from ``data_dir`` (as :func:`finetune` reads it),
     for ``prune(importance="taylor", calib_batches=...)``."""
     from mirnet.train.data import ProgressiveSchedule, StepBatchSampler
 
-    dataset = _train_set(data_dir, sigma_range, seed)
+    dataset = _train_set(data_dir, inputs, seed)
     sampler = StepBatchSampler(ProgressiveSchedule([n_batches], [patch], [batch]))
     out = []
     for keys in sampler:
@@ -315,25 +307,27 @@ def calibration_batches(data_dir: str | Path, n_batches: int = 4, *, batch: int 
     return out
 
 
-def finetune(model: MIRNetV2, data_dir: str | Path, steps: int, *,
-             sigma_range: tuple[float, float] = (0.0, 50.0), lr: float = 1e-3, batch: int = 8,
+def finetune(model: MIRNetV2, data_dir: str | Path | None, steps: int, *, inputs: ModelInputs,
+             teacher: MIRNetV2 | None = None, teacher_weight: float = 0.5, lr: float = 1e-3, batch: int = 8,
              patch: int = 64, ema_decay: float = 0.0, weight_decay: float = 1e-4,
              grad_clip: float = 0.01, warmup_steps: int = 0, seed: int = 0,
              device: str | torch.device | None = None, quiet: bool = False) -> MIRNetV2:
     """Fine-tune ``model`` in place for ``steps`` steps and return it (the EMA copy when
     ``ema_decay > 0``) in eval mode.
 
-    ``data_dir`` is a folder of clean images (degraded with AWGN of a sigma drawn uniformly from
-    ``sigma_range``, 0-255 units) or a folder of paired sub-folders (see :func:`mirnet.sdk.evalsets.detect_pairs`).
-    Trains with ``mirnet train``'s step and loop (:class:`mirnet.train.loop.TrainStep`: AdamW,
-    cosine LR over one period down to ``lr / 100``, gradient clipping, EMA, AMP on CUDA) on
-    ``TrainSet`` crops drawn by ``StepBatchSampler``, Charbonnier loss.
+    The crops are the model's own ``inputs`` (:func:`mirnet.sdk.mixture.model_inputs`) made from
+    the clean images in ``data_dir`` (or real pairs). Trains with ``mirnet train``'s step and loop
+    (:class:`mirnet.train.loop.TrainStep`: AdamW, cosine LR over one period down to ``lr / 100``,
+    gradient clipping, EMA, AMP on CUDA) on ``TrainSet`` crops drawn by ``StepBatchSampler``,
+    Charbonnier loss against the ground truth, or with a ``teacher`` (the unpruned model)
+    :class:`mirnet.train.losses.DistillationLoss`: ``teacher_weight`` of it against the teacher's
+    output, the rest against the ground truth.
     """
     from torch.utils.data import DataLoader
 
     from mirnet.train.data import ProgressiveSchedule, StepBatchSampler
     from mirnet.train.loop import TrainStep, run_steps
-    from mirnet.train.losses import CharbonnierLoss
+    from mirnet.train.losses import CharbonnierLoss, DistillationLoss, distillation_target
 
     steps = _positive_int("finetune steps", steps)
     batch = _positive_int("batch", batch)
@@ -341,16 +335,21 @@ def finetune(model: MIRNetV2, data_dir: str | Path, steps: int, *,
     m = model.config.pad_multiple
     if patch % m:
         raise ConfigError(f"patch={patch}: must be a multiple of the model's pad multiple {m} (e.g. {m * 8})")
-    dataset = _train_set(data_dir, sigma_range, seed)
+    dataset = _train_set(data_dir, inputs, seed)
     schedule = ProgressiveSchedule([steps], [patch], [batch])
     loader = DataLoader(dataset, batch_sampler=StepBatchSampler(schedule), num_workers=0)
 
     if device is not None:
         model = model.to(device)
     torch.manual_seed(seed)
-    step = TrainStep(model, CharbonnierLoss(), lr=lr, periods=[steps], eta_mins=[lr * 0.01],
+    if teacher is not None:
+        teacher = teacher.to(next(model.parameters()).device).eval()
+        criterion, target = DistillationLoss(teacher_weight), distillation_target(teacher)
+    else:
+        criterion, target = CharbonnierLoss(), None
+    step = TrainStep(model, criterion, lr=lr, periods=[steps], eta_mins=[lr * 0.01],
                      warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip,
-                     ema_decay=ema_decay)
+                     ema_decay=ema_decay, target=target)
     run_steps(step, loader, total=steps, desc="fine-tune", quiet=quiet)
     model.eval()
     return step.averaged.requires_grad_(True).eval()
@@ -362,15 +361,19 @@ def finetune(model: MIRNetV2, data_dir: str | Path, steps: int, *,
 
 def prune_file(model_path: str | Path, out: str | Path, *, data: str | Path,
                macs_ratio: float | None = None, params_ratio: float | None = None,
-               finetune_steps: int = 0, eval_data: str | Path | None = None, sigma: float = 25.0,
+               finetune_steps: int = 0, eval_data: str | Path | None = None, sigma: float | None = None,
+               protocol: str | None = None, teacher_weight: float = 0.5,
                eval_limit: int | None = 4, eval_crop: int | None = 256, importance: str = "l1",
                global_pruning: bool = False, round_to: int | None = None, lr: float = 1e-3,
                batch: int = 8, patch: int = 64, ema_decay: float = 0.0, seed: int = 0,
                quiet: bool = False, log=None) -> dict:
-    """Load weights, report params/MACs/PSNR, prune, fine-tune on ``data``, evaluate again and
+    """Load weights, report params/MACs/PSNR, prune, fine-tune on ``data`` (distilled from the
+    unpruned model with ``teacher_weight``; 0 trains on the ground truth only), evaluate again and
     write ``out`` (.safetensors + manifest with ``pruned`` and ``prune`` records). Returns the
-    ``prune`` record. PSNR: ``eval_data`` (default ``data``) with AWGN ``sigma`` (benchmark
-    protocol of ``EvalSet.from_clean``), or its pairs when it holds paired sub-folders."""
+    ``prune`` record. Fine-tuning and PSNR use the model's own inputs
+    (:func:`mirnet.sdk.mixture.model_inputs`: its training degradations, or AWGN ``sigma``, camera
+    preset ``protocol``, or the pairs of a folder with paired sub-folders), made from ``data`` and
+    ``eval_data`` (default ``data``)."""
     from mirnet.sdk import artifact, zoo
     from mirnet.sdk.model import load_model, save_weights
     from mirnet.train.loop import validate
@@ -392,12 +395,14 @@ def prune_file(model_path: str | Path, out: str | Path, *, data: str | Path,
             raise ConfigError(f"{flag} {folder}: not a folder; give a folder of clean images or of "
                               f"paired sub-folders (low/high, NOISY/GT, input/target, lq/gt)")
     source = zoo.resolve_weights(model_path)
-    variant = None
-    if source.suffix == ".safetensors":
-        variant = artifact.read_manifest(source, kind="weights").get("variant")
+    manifest = artifact.read_manifest(source, kind="weights") if source.suffix == ".safetensors" else None
+    variant = (manifest or {}).get("variant")
+    inputs = model_inputs(manifest, folder=data, sigma=sigma, protocol=protocol, model=source.name)
+    eval_inputs = inputs if eval_data is None else model_inputs(manifest, folder=eval_data, sigma=sigma,
+                                                                protocol=protocol, model=source.name)
     model = load_model(source)
     device = torch.device("cpu")
-    evalset = EvalSet.from_folder(eval_data or data, sigma, limit=eval_limit, crop=eval_crop)
+    evalset = eval_inputs.evalset(str(eval_data or data), limit=eval_limit, crop=eval_crop, seed=seed)
 
     def psnr_of(net) -> float:
         return validate(net, evalset, device)["val_psnr"]
@@ -409,7 +414,9 @@ def prune_file(model_path: str | Path, out: str | Path, *, data: str | Path,
     log(f"before:     {params0:,} params, {macs0 / 1e9:.3f} GMAC per 256x256 frame")
     psnr0 = psnr_of(model)
     log(f"before:     PSNR {psnr0:.2f} dB on {evalset!r}")
-    calib = calibration_batches(data, batch=min(batch, 4), patch=patch, seed=seed) if importance == "taylor" else None
+    calib = calibration_batches(data, inputs, batch=min(batch, 4), patch=patch, seed=seed) \
+        if importance == "taylor" else None
+    teacher = copy.deepcopy(model).eval() if finetune_steps and teacher_weight > 0 else None
     pruned = prune(model, macs_ratio=macs_ratio, params_ratio=params_ratio, importance=importance,
                    calib_batches=calib, global_pruning=global_pruning, round_to=round_to)
     params1, macs1 = counts(pruned)
@@ -419,7 +426,8 @@ def prune_file(model_path: str | Path, out: str | Path, *, data: str | Path,
     log(f"pruned:     PSNR {psnr1:.2f} dB")
     psnr2 = None
     if finetune_steps:
-        pruned = finetune(pruned, data, finetune_steps, lr=lr, batch=batch, patch=patch,
+        pruned = finetune(pruned, data, finetune_steps, inputs=inputs, teacher=teacher,
+                          teacher_weight=teacher_weight, lr=lr, batch=batch, patch=patch,
                           ema_decay=ema_decay, seed=seed, quiet=quiet)
         psnr2 = psnr_of(pruned)
         log(f"fine-tuned: PSNR {psnr2:.2f} dB after {finetune_steps} steps")
@@ -429,11 +437,13 @@ def prune_file(model_path: str | Path, out: str | Path, *, data: str | Path,
         "params_before": params0, "params_after": params1,
         "macs_before": macs0, "macs_after": macs1, "macs_at": [256, 256],
         "macs_ratio": 1 - macs1 / macs0, "params_ratio": 1 - params1 / params0,
+        "inputs": inputs.record(),
         "eval": {"data": str(eval_data or data), "description": evalset.description, "n": len(evalset),
-                 "sigma": None if detect_pairs(eval_data or data) else sigma,
                  "psnr_before": psnr0, "psnr_pruned": psnr1, "psnr_finetuned": psnr2},
         "finetune": {"steps": finetune_steps, "data": str(data), "lr": lr, "batch": batch, "patch": patch,
-                     "ema_decay": ema_decay, "seed": seed} if finetune_steps else None,
+                     "ema_decay": ema_decay, "seed": seed,
+                     "distillation": {"teacher": source.name, "teacher_weight": teacher_weight} if teacher else None}
+        if finetune_steps else None,
     }
     pruned_info = {"macs_ratio": record["macs_ratio"], "params_ratio": record["params_ratio"],
                    "target": record["target"], "importance": importance, "global_pruning": global_pruning}

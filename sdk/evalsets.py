@@ -183,16 +183,28 @@ class EvalSet(Sequence):
         crop first, odd sizes cut to even ones (4:2:0). A monochrome preset's targets are gray."""
         from .camera import preset
 
-        camera = preset(protocol)
+        return cls._synthesized(folder, preset(protocol).apply, seed=seed, limit=limit, crop=crop,
+                                how=f"camera preset {protocol}")
+
+    @classmethod
+    def from_mixture(cls, folder: str | Path, mixture, *, seed: int = 0, limit: int | None = None,
+                     crop: int | None = None) -> "EvalSet":
+        """Clean images turned into a model's own inputs by its training ``mixture``
+        (:class:`mirnet.sdk.mixture.Mixture`), with the seeding and cropping of :meth:`from_protocol`."""
+        return cls._synthesized(folder, mixture.apply, seed=seed, limit=limit, crop=crop,
+                                how=f"training degradations ({mixture.describe()})")
+
+    @classmethod
+    def _synthesized(cls, folder, apply, *, seed: int, limit: int | None, crop: int | None, how: str) -> "EvalSet":
         cls._check_common(limit, crop)
         pairs, names = [], []
         for i, p in enumerate(list_images(folder)[:limit]):
             clean = centre_crop(load_rgb(p), crop)
             h, w = clean.shape[:2]
             clean = np.ascontiguousarray(clean[:h - h % 2, :w - w % 2])
-            pairs.append(camera.apply(clean, np.random.default_rng([seed, i])))
+            pairs.append(apply(clean, np.random.default_rng([seed, i])))
             names.append(p.name)
-        return cls(pairs, names, f"{folder} through camera preset {protocol} seed={seed} crop={crop}")
+        return cls(pairs, names, f"{folder} through {how} seed={seed} crop={crop}")
 
     @classmethod
     def from_folder(cls, folder: str | Path, sigma: float, *, limit: int | None = None,

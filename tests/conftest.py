@@ -10,6 +10,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "model"))
 
 TINY = dict(n_feat=16, n_rrg=1, n_mrb=1, width=1, max_groups=1)
+#: the training record of the tiny test weights: clean images + AWGN sigma 0-50, so calibration,
+#: gates and pruning re-synthesise their inputs (mirnet.sdk.mixture) as for a trained model
+TINY_TRAINING = {"name": "tiny", "data": [{"clean": "train", "weight": 1.0, "degrade": {"awgn_sigma": [0, 50]}}]}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -46,7 +49,7 @@ def tiny_weights(tmp_path_factory):
     torch.manual_seed(0)
     model = create_model(MIRNetV2Config(**TINY))
     path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    return save_weights(model, path, variant="tiny")
+    return save_weights(model, path, variant="tiny", training=TINY_TRAINING)
 
 
 @pytest.fixture(scope="session")

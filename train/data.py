@@ -37,6 +37,7 @@ from mirnet.sdk.errors import ConfigError, InputError
 from mirnet.sdk.evalsets import pair_folders, split_holdout
 from mirnet.sdk.media import list_images, read_rgb
 from mirnet.sdk.metrics import to_float
+from mirnet.sdk.mixture import ModelInputs, synthesize
 
 __all__ = ["ProgressiveSchedule", "SourceConfig", "TrainSet", "StepBatchSampler"]
 
@@ -124,7 +125,10 @@ class SourceConfig:
     (paired folders matched by file name). ``weight`` is the relative probability of drawing a
     sample from this source. ``downscale`` (<= 1) shrinks every image with area averaging when it
     is read: JPEG sources (CBSD432) lose their compression artefacts and most of their own noise
-    that way, so they become clean targets."""
+    that way, so they become clean targets. ``gray_prob`` (``degrade`` sources) is the probability
+    that a sample comes from a monochrome sensor: the target is the image's luma in three equal
+    channels and the input carries one channel of ``degrade`` noise, as a gray frame reaches the SDK
+    (the camera model has its own ``mono_prob``)."""
 
     clean: str | None = None
     low: str | None = None
@@ -136,6 +140,7 @@ class SourceConfig:
     holdout_every: int = 0  # every k-th image by name is left out of training (see split_holdout)
     camera: CameraConfig | None = None  # clean only: the camera model instead of degrade
     downscale: float = 1.0  # area down-scaling of every image as it is read (0 < downscale <= 1)
+    gray_prob: float = 0.0  # clean + degrade only: P(a monochrome sample)
 
     def __post_init__(self) -> None:
         for name in ("clean", "low", "high"):
@@ -182,6 +187,14 @@ class SourceConfig:
             raise ConfigError(f"SourceConfig.downscale={d!r} must be a number in (0, 1] (1 keeps the size, "
                               f"0.5 halves it with area averaging)")
         object.__setattr__(self, "downscale", float(d))
+        g = self.gray_prob
+        if isinstance(g, bool) or not isinstance(g, (int, float)) or not 0 <= g <= 1:
+            raise ConfigError(f"SourceConfig.gray_prob={g!r} must be a probability in [0, 1] (0 = colour only)")
+        object.__setattr__(self, "gray_prob", float(g))
+        if g > 0 and (self.paired or self.camera is not None):
+            raise ConfigError(f"SourceConfig.gray_prob={g!r} applies to clean: sources with degrade; the camera "
+                              f"model's monochrome share is camera: {{mono_prob: ...}}, and paired sources "
+                              f"keep their images")
         if self.clean is None and self.degrade != DegradeConfig():
             raise ConfigError(f"SourceConfig low={self.low!r}/high={self.high!r} is a paired source "
                               f"but sets degrade; degradations apply only to clean: sources. "
@@ -211,6 +224,27 @@ class SourceConfig:
         if kw.get("camera") is not None:
             kw["camera"] = CameraConfig.from_dict(kw["camera"])
         return cls(**kw)
+
+
+def sources_for(inputs: ModelInputs, data: str | Path | None) -> list[SourceConfig]:
+    """Training sources that make ``inputs`` (:func:`mirnet.sdk.mixture.model_inputs`) from the clean
+    images in ``data``: the recorded mixture's sources, a camera preset, clipped AWGN at the one
+    sigma, or the real pairs (``data`` unused)."""
+    from mirnet.sdk.camera import preset
+    from mirnet.sdk.evalsets import find_pairs
+
+    if inputs.kind == "pairs":
+        low, high, low_prefix, high_prefix = find_pairs(inputs.pairs)
+        return [SourceConfig(low=str(low), high=str(high), low_prefix=low_prefix, high_prefix=high_prefix)]
+    if data is None or not Path(data).is_dir():
+        raise ConfigError(f"--data {str(data)!r} is not a folder of clean images (degraded with {inputs.description})")
+    if inputs.kind == "awgn":
+        return [SourceConfig(clean=str(data), degrade=inputs.awgn_config())]
+    if inputs.kind == "protocol":
+        return [SourceConfig(clean=str(data), camera=preset(inputs.protocol))]
+    return [SourceConfig(clean=str(data), weight=m.weight, camera=m.camera,
+                         degrade=DegradeConfig() if m.camera is not None else m.degrade, gray_prob=m.gray_prob)
+            for m in inputs.mixture.sources]
 
 
 def _flip_rot(img: np.ndarray, mode: int) -> np.ndarray:
@@ -322,10 +356,8 @@ class TrainSet(Dataset):
         target = crop(tgt)
         if src.paired:
             inp_f = crop(inp)
-        elif src.camera is not None:
-            inp_f, target = src.camera.apply(target, rng)
         else:
-            inp_f = src.degrade.apply(target, rng)
+            inp_f, target = synthesize(target, rng, camera=src.camera, degrade=src.degrade, gray_prob=src.gray_prob)
         return _chw(inp_f), _chw(target)
 
 

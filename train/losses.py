@@ -65,6 +65,42 @@ class CharbonnierLoss(nn.Module):
         return f"eps={self.eps}"
 
 
+class DistillationLoss(nn.Module):
+    """Charbonnier loss against the ground truth and against a teacher's output, weighted
+    ``(1 - teacher_weight, teacher_weight)``. Its target is the two stacked along the channels, as
+    :func:`distillation_target` makes them for :class:`mirnet.train.loop.TrainStep`'s ``target``.
+    Returns ``(loss, {"data": ..., "teacher": ...})``."""
+
+    def __init__(self, teacher_weight: float = 0.5, eps: float = 1e-3):
+        super().__init__()
+        if isinstance(teacher_weight, bool) or not isinstance(teacher_weight, numbers.Real) or not (
+                0 <= teacher_weight <= 1):
+            raise ConfigError(f"teacher weight {teacher_weight!r}: give a number in [0, 1] (0: ground truth only, "
+                              f"1: the teacher only)")
+        self.teacher_weight = float(teacher_weight)
+        self.charbonnier = CharbonnierLoss(eps)
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        c = pred.shape[1]
+        if target.ndim != 4 or target.shape[1] != 2 * c:
+            raise InputError(f"DistillationLoss target {tuple(target.shape)}: expected ground truth and teacher "
+                             f"output stacked along the channels ({2 * c} channels); use distillation_target")
+        data = self.charbonnier(pred, target[:, :c])
+        teacher = self.charbonnier(pred, target[:, c:])
+        loss = (1 - self.teacher_weight) * data + self.teacher_weight * teacher
+        return loss, {"data": float(data.detach()), "teacher": float(teacher.detach())}
+
+    def extra_repr(self) -> str:
+        return f"teacher_weight={self.teacher_weight}"
+
+
+def distillation_target(teacher: nn.Module):
+    """``(inputs, targets) -> targets and teacher(inputs) stacked along the channels``, the target of
+    :class:`DistillationLoss` (TrainStep runs it without gradients)."""
+    teacher = teacher.eval()
+    return lambda inputs, targets: torch.cat([targets, teacher(inputs).float()], dim=1)
+
+
 # --------------------------------------------------------------------------------------- SSIM
 def _ssim_kernels(channels: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.as_tensor(gaussian_window_1d(), device=device, dtype=dtype)

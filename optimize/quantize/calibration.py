@@ -1,7 +1,8 @@
 """Calibration data for INT8 quantization and the ``--exclude`` patterns both targets take.
 
-Torch-free (numpy + OpenCV): crops of the user's images, AWGN added when the model is a denoiser
-(calibrating a denoiser on clean frames is a bug, ARCHITECTURE.md section 5).
+Torch-free (numpy + OpenCV): crops of the user's images turned into the model's own inputs
+(:mod:`mirnet.sdk.mixture`: its training degradations by default; calibrating a restorer on clean
+frames is a bug, ARCHITECTURE.md section 5).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from mirnet.sdk.errors import ConfigError
+from mirnet.sdk.mixture import ModelInputs
 
 __all__ = ["load_calibration", "split_patterns", "METHODS", "DEFAULT_CALIB_IMAGES", "DEFAULT_CALIB_SIZE",
            "DEFAULT_PERCENTILE"]
@@ -22,26 +24,33 @@ DEFAULT_CALIB_SIZE = 128
 DEFAULT_PERCENTILE = 99.99
 
 
-def load_calibration(folder: str | os.PathLike, *, n: int = DEFAULT_CALIB_IMAGES, size: int = DEFAULT_CALIB_SIZE,
-                     multiple: int = 4, sigma: float | None = None, seed: int = 0) -> np.ndarray:
-    """``n`` calibration crops ``N x 3 x S x S`` (float32 RGB [0, 1]) from the images in ``folder``:
+def load_calibration(folder: str | os.PathLike | None, *, inputs: ModelInputs, n: int = DEFAULT_CALIB_IMAGES,
+                     size: int = DEFAULT_CALIB_SIZE, multiple: int = 4, seed: int = 0) -> np.ndarray:
+    """``n`` calibration crops ``N x 3 x S x S`` (float32 RGB [0, 1]) of the model's own ``inputs``:
     each a random rescale (0.5-1x, never below ``S``) and random ``S x S`` crop of an image
-    (images cycled in a seeded random order), randomly flipped; ``S`` is ``size`` rounded up to
-    ``multiple``. With ``sigma`` (0-255 units) AWGN is added and the result clipped to [0, 1], like
-    the noisy camera frames a denoiser sees in use."""
+    (images cycled in a seeded random order), randomly flipped, then degraded by ``inputs``
+    (crop ``i`` with ``default_rng([seed, 1, i])``); for ``inputs.kind == "pairs"`` the crops come
+    from the degraded side of the pairs and ``folder`` is not used. ``S`` is ``size`` rounded up
+    to ``multiple`` and to an even number (4:2:0 codecs)."""
     import cv2
 
+    from mirnet.sdk.evalsets import find_pairs, pair_folders
     from mirnet.sdk.media import list_images, load_rgb
 
     for name, value, lo in (("--calib-images", n, 1), ("calibration size", size, 8)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
             raise ConfigError(f"{name} {value!r}: give an integer >= {lo}")
-    if sigma is not None and not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma >= 0):
-        raise ConfigError(f"--calib-sigma {sigma!r}: AWGN sigma in 0-255 units, >= 0 (e.g. 25)")
-    size = -(-int(size) // multiple) * multiple
-    files = list_images(folder)
+    step = multiple * 2 // math.gcd(multiple, 2)
+    size = -(-int(size) // step) * step
+    synth = inputs.synthesizer()
+    if synth is None:
+        low, high, low_prefix, high_prefix = find_pairs(inputs.pairs)
+        files = [lo for lo, _ in pair_folders(low, high, low_prefix=low_prefix, high_prefix=high_prefix)]
+    else:
+        if folder is None:
+            raise ConfigError(f"calibration from {inputs.description} needs --calib DIR (clean images)")
+        files = list_images(folder)
     rng = np.random.default_rng(seed)
-    noise_rng = np.random.default_rng([seed, 1])  # separate: the crops do not depend on sigma
     order = rng.permutation(len(files))
     cache: dict[int, np.ndarray] = {}
     out = np.empty((n, 3, size, size), dtype=np.float32)
@@ -61,8 +70,8 @@ def load_calibration(folder: str | os.PathLike, *, n: int = DEFAULT_CALIB_IMAGES
         crop = img[y:y + size, x:x + size]
         if rng.random() < 0.5:
             crop = crop[:, ::-1]
-        if sigma:
-            crop = np.clip(crop + noise_rng.normal(0.0, sigma / 255.0, crop.shape), 0.0, 1.0)
+        if synth is not None:
+            crop = synth(np.ascontiguousarray(crop), np.random.default_rng([seed, 1, i]))[0]
         out[i] = crop.transpose(2, 0, 1)
         if len(cache) > 64:
             cache.clear()

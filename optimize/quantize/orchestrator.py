@@ -1,9 +1,12 @@
 """``quantize()``: FP32 weights -> INT8 ONNX for a target, manifest, then the quality gate.
 
-Quality gate: after writing the artifact, :func:`mirnet.optimize.gate.run_gate` compares it with the
-FP32 model on the calibration folder (or ``gate_data``). Below ``min_psnr_db`` the artifact is
+Calibration and gate run on the model's own inputs (:func:`mirnet.sdk.mixture.model_inputs`: the
+degradations its weights were trained with, applied to the clean ``calib`` images, unless ``pairs``,
+``sigma`` or ``protocol`` says otherwise). After writing the artifact,
+:func:`mirnet.optimize.gate.run_gate` scores it and the FP32 model against ground truth on the
+``gate_data`` images (default: ``calib``); when it loses more than ``max_loss_db`` the artifact is
 *kept* for inspection with ``gate.passed: false`` in its manifest, and QualityGateError (exit
-code 6) is raised with the worst layers and the ``--exclude`` fix.
+code 6) is raised with the worst layers and the fix (``--exclude``, or QAT).
 """
 from __future__ import annotations
 
@@ -17,12 +20,18 @@ from pathlib import Path
 from mirnet.sdk import artifact
 from mirnet.sdk.errors import ConfigError, QualityGateError, require
 
+from mirnet.sdk.mixture import model_inputs
+
 from ..export_onnx import DEFAULT_OPSET
-from .calibration import DEFAULT_CALIB_IMAGES, DEFAULT_CALIB_SIZE, DEFAULT_PERCENTILE, METHODS, load_calibration
+from ..gate import DEFAULT_MAX_LOSS_DB
+from .calibration import (DEFAULT_CALIB_IMAGES, DEFAULT_CALIB_SIZE, DEFAULT_PERCENTILE, METHODS, load_calibration,
+                          split_patterns)
 
 __all__ = ["quantize", "QuantizeResult", "TARGETS"]
 
-TARGETS = ("tensorrt", "cpu")
+TARGETS = ("tensorrt", "cpu", "openvino")
+#: the artifact each target writes
+SUFFIXES = {"tensorrt": ".onnx", "cpu": ".onnx", "openvino": ".xml"}
 
 
 @dataclass
@@ -33,22 +42,24 @@ class QuantizeResult:
     notes: list = field(default_factory=list)
 
 
-def quantize(model: str | os.PathLike, out: str | os.PathLike, *, target: str, calib: str | os.PathLike,
+def quantize(model: str | os.PathLike, out: str | os.PathLike, *, target: str, calib: str | os.PathLike | None = None,
              method: str = "max", calib_images: int = DEFAULT_CALIB_IMAGES, calib_size: int = DEFAULT_CALIB_SIZE,
-             calib_sigma: float | None = None, qat_steps: int = 0, data: str | os.PathLike | None = None,
+             pairs: str | os.PathLike | None = None, sigma: float | None = None, protocol: str | None = None,
+             qat_steps: int = 0, data: str | os.PathLike | None = None,
              qat_lr: float = 1e-5, qat_batch: int = 4, qat_target: str = "teacher",
-             exclude: Sequence[str] | str | None = (), min_psnr_db: float | None = 35.0,
-             gate_data: str | os.PathLike | None = None, gate_limit: int | None = 8,
+             exclude: Sequence[str] | str | None = (), gate: bool = True, max_loss_db: float = DEFAULT_MAX_LOSS_DB,
+             min_psnr_db: float | None = None, gate_data: str | os.PathLike | None = None, gate_limit: int | None = 8,
              quantizer: str = "auto", percentile: float = DEFAULT_PERCENTILE, op_types: Sequence[str] | None = None,
              force: bool = False, seed: int = 0, opset: int = DEFAULT_OPSET) -> QuantizeResult:
     """Quantize the FP32 ``model`` (weights file or bundled name) to the INT8 ONNX ``out`` for
     ``target``, check it with onnx.checker, write it and its manifest (atomically; an existing
-    ``out`` only with ``force``), then run the quality gate (skipped when ``min_psnr_db`` is None);
-    raises QualityGateError (artifact kept, manifest ``gate.passed: false``) below the threshold.
+    ``out`` only with ``force``), then run the quality gate (unless ``gate`` is False); raises
+    QualityGateError (artifact kept, manifest ``gate.passed: false``) when it fails.
 
     ``target="tensorrt"``: explicit Q/DQ ONNX for TensorRT (:mod:`.tensorrt`: ModelOpt or the
     PyTorch fake-quant fallback, optional QAT). ``target="cpu"``: ONNX Runtime ``quantize_static``
-    checked to really run integer kernels (:mod:`.onnxruntime`). ``exclude`` (from the gate's
+    checked to really run integer kernels (:mod:`.onnxruntime`). ``target="openvino"``: an INT8
+    OpenVINO IR (``.xml`` + ``.bin``) by NNCF post-training quantization (:mod:`.openvino`). ``exclude`` (from the gate's
     report): module paths (``conv_out``, ``body.0.body.0.dau_top``: everything under it), globs,
     or ONNX node names, kept in float."""
     import torch
@@ -58,8 +69,9 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, *, target: str, c
 
     from ..export_onnx import check_onnx, export_onnx
     from ..gate import run_gate
-    from ..onnx_tools import check_tensorrt_ops, qdq_summary
+    from ..onnx_tools import COMPUTE_OPS, check_tensorrt_ops, known_modules, qdq_summary, resolve_nodes
     from .onnxruntime import check_dynamic_shapes, quantize_cpu_onnx, require_integer_kernels
+    from .openvino import quantize_openvino
     from .tensorrt import quantize_tensorrt_model
 
     if target not in TARGETS:
@@ -75,11 +87,13 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, *, target: str, c
                           "for --target cpu quantize the QAT'd TensorRT recipe's weights or drop --qat-steps")
     if qat_steps and data is None:
         raise ConfigError("--qat-steps needs --data DIR (a folder of clean training images)")
-    if min_psnr_db is not None and not math.isfinite(min_psnr_db):
-        raise ConfigError(f"--min-psnr-db {min_psnr_db!r}: give a PSNR in dB, e.g. 35")
+    for name, value in (("--max-loss-db", max_loss_db), ("--min-psnr-db", min_psnr_db)):
+        if value is not None and not math.isfinite(value):
+            raise ConfigError(f"{name} {value!r}: give a value in dB")
     out = artifact.check_overwrite(out, force)  # before the model and calibration load; the writer checks again
-    if out.suffix.lower() != ".onnx":
-        raise ConfigError(f"-o {out}: the INT8 artifact is an ONNX file; use a .onnx name")
+    if out.suffix.lower() != SUFFIXES[target]:
+        raise ConfigError(f"-o {out}: the INT8 artifact of --target {target} is a {SUFFIXES[target]} file; "
+                          f"use a {SUFFIXES[target]} name")
     source = zoo.resolve_weights(model)
     if source.suffix.lower() == ".onnx":
         raise ConfigError(f"{source}: quantize takes the FP32 weights (.safetensors/.pth or a bundled name), "
@@ -87,20 +101,21 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, *, target: str, c
     onnx = require("onnx", "optimize")
     onnxruntime = require("onnxruntime", "optimize")
     fp32 = load_model(source).eval()
-    variant = artifact.read_manifest(source, kind="weights").get("variant") if source.suffix == ".safetensors" else None
     cfg = fp32.config
-    calib_arr = load_calibration(calib, n=calib_images, size=calib_size, multiple=cfg.pad_multiple,
-                                 sigma=calib_sigma, seed=seed)
-    calibration = {"folder": str(calib), "images": int(calib_images), "size": int(calib_arr.shape[-1]),
-                   "sigma": calib_sigma, "method": method, "seed": seed,
+    manifest_in = artifact.read_manifest(source, kind="weights") if source.suffix == ".safetensors" else None
+    inputs = model_inputs(manifest_in, folder=calib, pairs=pairs, sigma=sigma, protocol=protocol, model=source.name)
+    calib_arr = load_calibration(calib, inputs=inputs, n=calib_images, size=calib_size, multiple=cfg.pad_multiple,
+                                 seed=seed)
+    calibration = {"folder": None if calib is None else str(calib), "inputs": inputs.record(),
+                   "images": int(calib_images), "size": int(calib_arr.shape[-1]), "method": method, "seed": seed,
                    **({"percentile": percentile} if method == "percentile" else {})}
     build = artifact.build_environment(torch=torch.__version__, onnx=onnx.__version__,
                                        onnxruntime=onnxruntime.__version__)
-    with artifact.writer(out, force=force, validate=check_onnx) as w:
+    with artifact.writer(out, force=force, validate=check_onnx if target != "openvino" else None) as w:
         if target == "tensorrt":
             qat = None
             if qat_steps:
-                qat = {"steps": qat_steps, "data": data, "size": int(calib_arr.shape[-1]), "sigma": calib_sigma,
+                qat = {"steps": qat_steps, "data": data, "size": int(calib_arr.shape[-1]), "inputs": inputs,
                        "lr": qat_lr, "batch": qat_batch, "seed": seed, "target": qat_target}
             record = quantize_tensorrt_model(fp32, calib_arr, w.tmp, method=method, exclude=exclude,
                                              quantizer=quantizer, percentile=percentile, qat=qat, opset=opset)
@@ -114,6 +129,18 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, *, target: str, c
                             "activations": "int8 symmetric per-tensor", **record}
             if record.get("modelopt"):
                 build["modelopt"] = record["modelopt"]
+        elif target == "openvino":
+            with tempfile.TemporaryDirectory(prefix="mirnet-fp32-", dir=out.parent) as work:
+                fp32_onnx = export_onnx(fp32, Path(work) / "fp32.onnx", opset=opset, simplify=True)
+                patterns = split_patterns(exclude)
+                selected = resolve_nodes(fp32_onnx, patterns, known_modules(cfg.to_dict()), COMPUTE_OPS) \
+                    if patterns else {}
+                ignored = sorted({n for hits in selected.values() for n in hits})
+                record = quantize_openvino(fp32_onnx, calib_arr, w.tmp, ignored_scopes=ignored)
+            precision = "int8-openvino"
+            quantization = {"target": "openvino", "exclude": patterns, "excluded_nodes": ignored, **record}
+            fields = {"io": artifact.io_spec(cfg.to_dict())}
+            build["openvino"] = record["openvino"]
         else:
             with tempfile.TemporaryDirectory(prefix="mirnet-fp32-", dir=out.parent) as work:
                 fp32_onnx = export_onnx(fp32, Path(work) / "fp32.onnx", opset=opset, simplify=True)
@@ -125,25 +152,26 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, *, target: str, c
             precision = "int8-ort"
             quantization = {"target": "cpu", "method": method, **record}
             fields = {"opset": opset, "int8_check": check, "dynamic_shapes": dynamic, "qdq": qdq_summary(w.tmp)}
-        w.describe(kind="onnx", config=cfg.to_dict(), precision=precision, variant=variant, source=source,
+        w.describe(kind="openvino" if target == "openvino" else "onnx", config=cfg.to_dict(), precision=precision,
+                   variant=(manifest_in or {}).get("variant"), source=source,
                    quantization=quantization, calibration=calibration, build=build, **fields)
     manifest = w.manifest
     result = QuantizeResult(out, manifest)
-    if min_psnr_db is None:
-        manifest["gate"] = {"status": "skipped", "reason": "no threshold (--no-gate)"}
+    if not gate:
+        manifest["gate"] = {"status": "skipped", "reason": "--no-gate"}
         artifact.write_manifest(out, manifest)
         return result
-    gate = run_gate(out, source, gate_data or calib, min_psnr_db=min_psnr_db, sigma=calib_sigma, limit=gate_limit,
-                    layers="on-failure", seed=seed, check=False)
-    record = gate.to_dict()
-    manifest["gate"] = {k: record[k] for k in ("passed", "min_psnr_db", "psnr_db", "psnr_min_db", "ssim", "n", "data",
-                                               "sigma", "vs_clean", "suggested_exclude", "fix")}
+    report = run_gate(out, source, gate_data or calib, inputs=inputs, max_loss_db=max_loss_db, min_psnr_db=min_psnr_db,
+                      limit=gate_limit, layers="on-failure", seed=seed, check=False)
+    record = report.to_dict()
+    manifest["gate"] = {k: record[k] for k in ("passed", "inputs", "max_loss_db", "loss_db", "loss_ssim", "worst_frame",
+                                               "min_psnr_db", "psnr_db", "psnr_min_db", "ssim", "n", "data", "vs_clean",
+                                               "suggested_exclude", "fix")}
     manifest["gate"]["layers"] = record["layers"][:10]
     artifact.write_manifest(out, manifest)
     result.gate = record
-    if not gate.passed:
+    if not report.passed:
         raise QualityGateError(
-            f"quality gate failed: {out.name} output PSNR {gate.psnr_db:.2f} dB vs the FP32 model is below "
-            f"--min-psnr-db {min_psnr_db:g}. The artifact is kept for inspection (manifest gate.passed: false); "
-            f"do not deploy it. Fix: {gate.fix}", result=record)
+            f"quality gate failed: {out.name}: {report.reason}. The artifact is kept for inspection (manifest "
+            f"gate.passed: false); do not deploy it. Fix: {report.fix}", result=record)
     return result

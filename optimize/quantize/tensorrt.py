@@ -201,22 +201,21 @@ def _refresh_weight_scales(conv: nn.Module) -> None:
 
 
 def _qat(qmodel: nn.Module, teacher: nn.Module, *, steps: int, data: str | os.PathLike, size: int,
-         sigma: float | None, lr: float, batch: int, seed: int, target: str) -> dict:
+         inputs, lr: float, batch: int, seed: int, target: str) -> dict:
     """Fine-tune the fake-quantized model for ``steps`` steps of :class:`mirnet.train.loop.TrainStep`
-    (AdamW at a constant ``lr``, gradient clipping at 1) on crops of ``data`` (a folder of clean
-    images, AWGN ``sigma`` added when given), Charbonnier loss against the FP32 teacher's output
-    (``target="teacher"``, distillation) or the clean crop (``target="clean"``)."""
+    (AdamW at a constant ``lr``, gradient clipping at 1) on crops of the model's own ``inputs``
+    (:class:`mirnet.sdk.mixture.ModelInputs`) made from ``data`` (a folder of clean images),
+    Charbonnier loss against the FP32 teacher's output (``target="teacher"``, distillation) or the
+    ground truth (``target="clean"``)."""
     from torch.utils.data import DataLoader
 
-    from mirnet.sdk.degrade import DegradeConfig
-    from mirnet.train.data import ProgressiveSchedule, SourceConfig, StepBatchSampler, TrainSet
+    from mirnet.train.data import ProgressiveSchedule, StepBatchSampler, TrainSet, sources_for
     from mirnet.train.loop import TrainStep, run_steps
     from mirnet.train.losses import CharbonnierLoss
 
     if target not in ("teacher", "clean"):
         raise ConfigError(f"--qat-target {target!r}: valid values are teacher, clean")
-    degrade = DegradeConfig(awgn_sigma=(float(sigma), float(sigma)) if sigma else None, clip=bool(sigma))
-    dataset = TrainSet([SourceConfig(clean=str(data), degrade=degrade)], seed=seed)
+    dataset = TrainSet(sources_for(inputs, data), seed=seed)
     sampler = StepBatchSampler(ProgressiveSchedule([steps], [size], [batch]))
     teacher = teacher.eval()
     step = TrainStep(qmodel, CharbonnierLoss(), lr=lr, periods=[steps], eta_mins=[lr], grad_clip=1.0,
@@ -228,7 +227,7 @@ def _qat(qmodel: nn.Module, teacher: nn.Module, *, steps: int, data: str | os.Pa
         if isinstance(m, _FakeQuantConv2d) and m.weight_quantizer is not None:
             _refresh_weight_scales(m)
     return {"steps": steps, "lr": lr, "batch": batch, "patch": size, "target": target, "data": str(data),
-            "sigma": sigma, "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None}
+            "inputs": inputs.description, "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None}
 
 
 def export_qdq_onnx(qmodel: nn.Module, out: str | os.PathLike, *, opset: int = DEFAULT_OPSET,

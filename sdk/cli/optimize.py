@@ -6,11 +6,23 @@ import argparse
 import json
 import sys
 
-from mirnet.optimize.gate import DEFAULT_MIN_PSNR_DB
+from mirnet.optimize.gate import DEFAULT_MAX_LOSS_DB, DEFAULT_MIN_PSNR_DB
 
 from ..artifact import check_overwrite
 from ..errors import require
-from .common import positive_int
+from ..camera import PRESETS
+from .common import non_negative_float, positive_float, positive_int
+
+
+def _add_inputs(p, *, pairs: bool = True) -> None:
+    """The options that say what a model restores (default: what its weights were trained on)."""
+    g = p.add_argument_group("inputs (default: the degradations the weights manifest records for training, "
+                             "applied to the clean images)")
+    if pairs:
+        g.add_argument("--pairs", metavar="DIR", default=None, help="real degraded/clean pairs: a folder with "
+                       "sub-folders low/high, NOISY/GT, input/target or lq/gt")
+    g.add_argument("--sigma", type=non_negative_float, default=None, metavar="S", help="AWGN sigma S (0-255), clipped")
+    g.add_argument("--protocol", default=None, choices=tuple(PRESETS), help="a camera evaluation preset")
 
 
 def add_parsers(sub) -> None:
@@ -31,7 +43,8 @@ def run_prune(args) -> int:
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     record = prune_file(
         args.model, out, data=args.data, macs_ratio=args.macs_ratio, params_ratio=args.params_ratio,
-        finetune_steps=args.finetune_steps, eval_data=args.eval_data, sigma=args.sigma,
+        finetune_steps=args.finetune_steps, eval_data=args.eval_data, sigma=args.sigma, protocol=args.protocol,
+        teacher_weight=args.teacher_weight,
         eval_limit=args.eval_limit or None, eval_crop=args.eval_crop or None, importance=args.importance,
         global_pruning=args.global_pruning, round_to=args.round_to, lr=args.lr, batch=args.batch,
         patch=args.patch, ema_decay=args.ema, seed=args.seed, quiet=args.quiet, log=say)
@@ -57,11 +70,14 @@ def _add_prune(sub) -> None:
     ratio.add_argument("--macs-ratio", type=float, metavar="R", help="remove this share of the MACs (0 < R < 1)")
     ratio.add_argument("--params-ratio", type=float, metavar="R",
                        help="remove this share of the parameters (0 < R < 1)")
-    p.add_argument("--data", required=True, help="fine-tuning data: clean images (AWGN sigma 0-50) or "
-                   "paired sub-folders (low/high, NOISY/GT, input/target, lq/gt)")
+    p.add_argument("--data", required=True, help="fine-tuning data: clean images (degraded as the model's inputs) "
+                   "or paired sub-folders (low/high, NOISY/GT, input/target, lq/gt)")
     p.add_argument("--finetune-steps", type=int, default=0, metavar="N", help="fine-tuning steps (default 0)")
+    p.add_argument("--teacher-weight", type=non_negative_float, default=0.5, metavar="W",
+                   help="distillation: weight of the unpruned model's output in the fine-tuning loss, the rest "
+                   "is the ground truth (default 0.5; 0: ground truth only)")
     p.add_argument("--eval-data", default=None, help="PSNR data (default: --data, first --eval-limit images)")
-    p.add_argument("--sigma", type=float, default=25.0, help="AWGN sigma for clean eval data (default 25)")
+    _add_inputs(p, pairs=False)
     p.add_argument("--eval-limit", type=int, default=4, metavar="N", help="evaluate N images (0: all; default 4)")
     p.add_argument("--eval-crop", type=int, default=256, metavar="N",
                    help="centre crop eval images to N x N (0: full images; default 256)")
@@ -91,7 +107,8 @@ def run_build_engine(args) -> int:
     request = prepare_build(
         args.onnx, out, fp16=args.fp16, profiles=args.profile, timing_cache=args.timing_cache,
         workspace_mb=args.workspace, dla_core=args.dla, version_compatible=args.version_compatible,
-        strongly_typed=args.strongly_typed, min_psnr_db=args.min_psnr_db, gate_data=args.data,
+        strongly_typed=args.strongly_typed, min_psnr_db=args.min_psnr_db, max_loss_db=args.max_loss_db,
+        gate_data=args.data,
         verbose=args.verbose, device=args.device)
     print("equivalent trtexec command (where TensorRT is installed):")
     print(f"  {request.trtexec}")
@@ -127,9 +144,9 @@ def _add_build_engine(sub) -> None:
     p.add_argument("--dla", type=int, metavar="N", help="DLA core N with GPU fallback (Jetson; needs --fp16 or INT8)")
     p.add_argument("--version-compatible", action="store_true",
                    help="engine that also runs on newer TensorRT releases of the same major version")
-    p.add_argument("--min-psnr-db", type=float, metavar="X",
-                   help="quality gate: fail when the engine's PSNR against the ONNX is below X dB (needs --data)")
-    p.add_argument("--data", metavar="DIR", help="frames for the quality gate")
+    p.add_argument("--data", metavar="DIR", help="clean frames: gate the engine against its FP32 reference on the "
+                   "model's own inputs made from them (its training degradations)")
+    _add_gate_limits(p)
     p.add_argument("--device", type=int, default=0, help="GPU index (default 0)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.add_argument("--verbose", action="store_true", help="print TensorRT's verbose log")
@@ -151,9 +168,10 @@ def run_quantize(args) -> int:
     try:
         result = quantize(
             args.model, args.output, target=args.target, calib=args.calib, method=args.method,
-            calib_images=args.calib_images, calib_size=args.calib_size, calib_sigma=args.calib_sigma,
-            qat_steps=args.qat_steps, data=args.data, qat_lr=args.qat_lr, qat_batch=args.qat_batch,
-            exclude=args.exclude, min_psnr_db=None if args.no_gate else args.min_psnr_db,
+            calib_images=args.calib_images, calib_size=args.calib_size, pairs=args.pairs, sigma=args.sigma,
+            protocol=args.protocol, qat_steps=args.qat_steps, data=args.data, qat_lr=args.qat_lr,
+            qat_batch=args.qat_batch, exclude=args.exclude, gate=not args.no_gate, max_loss_db=args.max_loss_db,
+            min_psnr_db=args.min_psnr_db,
             gate_data=args.gate_data, gate_limit=args.gate_limit or None, quantizer=args.quantizer,
             percentile=args.percentile, force=args.force, seed=args.seed)
     except QualityGateError as exc:
@@ -162,10 +180,13 @@ def run_quantize(args) -> int:
         raise
     m = result.manifest
     q = m["quantization"]
-    how = q.get("path") or f"onnxruntime quantize_static ({q['format']}, pre-process {q['pre_process']})"
+    if q["target"] == "openvino":
+        how = f"NNCF {q['nncf']} ({q['preset']} preset, {q['fake_quantize_nodes']} FakeQuantize nodes)"
+    else:
+        how = q.get("path") or f"onnxruntime quantize_static ({q['format']}, pre-process {q['pre_process']})"
     print(f"wrote {result.path} (+ {artifact.sidecar_path(result.path).name}): {m['precision']} for --target "
           f"{q['target']}, {how}, calibration {m['calibration']['method']} on {m['calibration']['images']} crops "
-          f"of {m['calibration']['size']} px")
+          f"of {m['calibration']['size']} px of {m['calibration']['inputs']['description']}")
     if q.get("fallback_reason"):
         print(f"note: ModelOpt was not used ({q['fallback_reason']}); PyTorch fake-quant made the file",
               file=sys.stderr)
@@ -183,18 +204,17 @@ def run_quantize(args) -> int:
 def _add_quantize(sub) -> None:
     p = sub.add_parser("quantize", help="INT8 quantization (TensorRT Q/DQ or ONNX Runtime CPU) + quality gate")
     p.add_argument("model", help="FP32 weights: a .safetensors/.pth file or a bundled model name")
-    p.add_argument("--target", required=True, choices=("tensorrt", "cpu"),
+    p.add_argument("--target", required=True, choices=("tensorrt", "cpu", "openvino"),
                    help="tensorrt: explicit Q/DQ ONNX (ModelOpt) for TensorRT; cpu: an ONNX ONNX Runtime runs "
-                   "with integer kernels")
-    p.add_argument("--calib", required=True, metavar="DIR", help="calibration images (a folder)")
+                   "with integer kernels; openvino: an INT8 OpenVINO IR (NNCF), OUT.xml")
+    p.add_argument("--calib", metavar="DIR", default=None, help="clean calibration images (a folder; "
+                   "not needed with --pairs)")
     p.add_argument("--method", default="max", choices=("max", "entropy", "percentile"),
                    help="activation range calibration (default max)")
     p.add_argument("--percentile", type=float, default=99.99, help="percentile for --method percentile")
     p.add_argument("--calib-images", type=int, default=32, metavar="N", help="calibration crops (default 32)")
     p.add_argument("--calib-size", type=int, default=128, metavar="S", help="crop size (default 128, rounded "
                    "up to the model's pad multiple)")
-    p.add_argument("--calib-sigma", type=float, default=None, metavar="S",
-                   help="add AWGN sigma S (0-255) to calibration crops and gate frames (denoisers)")
     p.add_argument("--qat-steps", type=int, default=0, metavar="N", help="QAT fine-tuning steps (tensorrt)")
     p.add_argument("--data", metavar="DIR", help="clean training images for QAT")
     p.add_argument("--qat-lr", type=float, default=1e-5, help="QAT AdamW learning rate (default 1e-5)")
@@ -204,15 +224,25 @@ def _add_quantize(sub) -> None:
                    "suggests); repeatable")
     p.add_argument("--quantizer", default="auto", choices=("auto", "modelopt", "torch"),
                    help="tensorrt: ModelOpt, PyTorch fake-quant, or ModelOpt falling back to PyTorch (default)")
-    p.add_argument("--min-psnr-db", type=float, default=DEFAULT_MIN_PSNR_DB, metavar="X",
-                   help=f"quality gate: INT8 vs FP32 output PSNR threshold (default {DEFAULT_MIN_PSNR_DB:g})")
+    _add_inputs(p)
+    _add_gate_limits(p)
     p.add_argument("--no-gate", action="store_true", help="skip the quality gate")
-    p.add_argument("--gate-data", metavar="DIR", help="frames for the gate (default: --calib)")
+    p.add_argument("--gate-data", metavar="DIR", help="clean frames for the gate (default: --calib)")
     p.add_argument("--gate-limit", type=int, default=8, metavar="N", help="gate on N frames (0: all; default 8)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="output .onnx (manifest beside it)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output .onnx (.xml for --target openvino; "
+                   "manifest beside it)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=run_quantize)
+
+
+def _add_gate_limits(p) -> None:
+    p.add_argument("--max-loss-db", type=non_negative_float, default=DEFAULT_MAX_LOSS_DB, metavar="X",
+                   help=f"quality gate: fail when the artifact's PSNR against ground truth is more than X dB below "
+                   f"the FP32 model's (default {DEFAULT_MAX_LOSS_DB:g})")
+    p.add_argument("--min-psnr-db", type=positive_float, default=None, metavar="X",
+                   help="quality gate: also fail when the artifact's output is below X dB PSNR from the FP32 "
+                   f"model's (default: off; {DEFAULT_MIN_PSNR_DB:g} for models that change the size)")
 
 
 def run_gate(args) -> int:
@@ -220,7 +250,8 @@ def run_gate(args) -> int:
 
     from ..errors import QualityGateError
 
-    result = run_gate(args.artifact, args.reference, args.data, min_psnr_db=args.min_psnr_db, sigma=args.sigma,
+    result = run_gate(args.artifact, args.reference, args.data, pairs=args.pairs, sigma=args.sigma,
+                      protocol=args.protocol, max_loss_db=args.max_loss_db, min_psnr_db=args.min_psnr_db,
                       limit=args.limit, crop=args.crop, layers="never" if args.top == 0 else "always",
                       threads=args.threads, check=False)
     if args.json:
@@ -228,22 +259,20 @@ def run_gate(args) -> int:
     else:
         print(result.summary(top=args.top))
     if not result.passed:
-        raise QualityGateError(f"quality gate failed: output PSNR {result.psnr_db:.2f} dB < {args.min_psnr_db:g} dB",
-                               result=result.to_dict())
+        raise QualityGateError(f"quality gate failed: {result.reason}", result=result.to_dict())
     return 0
 
 
 def _add_gate(sub) -> None:
-    p = sub.add_parser("gate", help="quality gate: compare an optimised artifact with its FP32 model, "
-                       "per-layer error report")
-    p.add_argument("artifact", help="the optimised artifact (.onnx, .safetensors, .engine)")
+    p = sub.add_parser("gate", help="quality gate: score an optimised artifact and its FP32 model against ground "
+                       "truth on the model's own inputs, per-layer error report")
+    p.add_argument("artifact", help="the optimised artifact (.onnx, .xml, .safetensors, .engine)")
     p.add_argument("--reference", required=True, help="the FP32 model: weights, bundled name or FP32 .onnx")
-    p.add_argument("--data", required=True, metavar="DIR", help="frames (a folder of images)")
-    p.add_argument("--min-psnr-db", type=float, default=DEFAULT_MIN_PSNR_DB, metavar="X",
-                   help=f"fail below this output PSNR vs the reference (default {DEFAULT_MIN_PSNR_DB:g})")
-    p.add_argument("--sigma", type=float, default=None, help="add AWGN sigma (0-255) to the frames; also "
-                   "scores both outputs against the clean frames")
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N frames")
+    p.add_argument("--data", metavar="DIR", default=None, help="clean frames (a folder of images; not needed "
+                   "with --pairs)")
+    _add_inputs(p)
+    _add_gate_limits(p)
+    p.add_argument("--limit", type=positive_int, default=None, metavar="N", help="only the first N frames")
     p.add_argument("--crop", type=int, default=None, metavar="N", help="centre crop frames to N x N")
     p.add_argument("--top", type=int, default=10, metavar="N", help="list the N worst layers (0: no layer report)")
     p.add_argument("--threads", type=positive_int, default=None, help="inference threads")

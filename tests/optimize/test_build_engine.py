@@ -445,14 +445,17 @@ def test_gate_pass_and_fail(fake_trt, onnx_file, tmp_path, monkeypatch):
     fake_trt()
     seen = {}
 
-    def passing(*, artifact, reference, data, min_psnr_db):
-        seen.update(artifact=artifact, reference=reference, data=data, min_psnr_db=min_psnr_db)
-        return {"psnr_db": 41.0}
+    def passing(*, artifact, reference, data, max_loss_db, min_psnr_db):
+        seen.update(artifact=artifact, reference=reference, data=data, max_loss_db=max_loss_db, min_psnr_db=min_psnr_db)
+        return {"loss_db": 0.02}
 
     _fake_gate(monkeypatch, passing)
-    out = be.build_engine(onnx_file, tmp_path / "t.engine", min_psnr_db=35, gate_data=tmp_path)
-    assert seen == {"artifact": out, "reference": onnx_file, "data": tmp_path, "min_psnr_db": 35}
-    assert artifact.read_manifest(out)["gate"] == {"status": "passed", "min_psnr_db": 35, "result": {"psnr_db": 41.0}}
+    out = be.build_engine(onnx_file, tmp_path / "t.engine", gate_data=tmp_path)  # --data alone gates, 0.15 dB
+    assert seen == {"artifact": out, "reference": onnx_file, "data": tmp_path, "max_loss_db": 0.15, "min_psnr_db": None}
+    assert artifact.read_manifest(out)["gate"] == {"status": "passed", "max_loss_db": 0.15, "min_psnr_db": None,
+                                                   "result": {"loss_db": 0.02}}
+    out = be.build_engine(onnx_file, tmp_path / "t.engine", max_loss_db=0.3, min_psnr_db=35, gate_data=tmp_path)
+    assert seen["max_loss_db"] == 0.3 and seen["min_psnr_db"] == 35
 
     def failing(**kwargs):
         raise MirnetError("PSNR 30.1 dB < 35 dB; keep conv_out in FP32")
@@ -461,6 +464,20 @@ def test_gate_pass_and_fail(fake_trt, onnx_file, tmp_path, monkeypatch):
     with pytest.raises(MirnetError, match="PSNR 30.1 dB"):
         be.build_engine(onnx_file, tmp_path / "t.engine", min_psnr_db=35, gate_data=tmp_path)
     assert not out.exists() and not artifact.sidecar_path(out).exists()
+
+
+def test_gate_reference_is_the_fp32_model(onnx_file, qdq_file, tmp_path):
+    """An FP32 ONNX is its own reference; a Q/DQ INT8 ONNX is gated against the FP32 weights its
+    manifest names as source, which must sit beside it."""
+    assert be.gate_reference(onnx_file, artifact.read_manifest(onnx_file)) == onnx_file
+    manifest = artifact.read_manifest(qdq_file)
+    with pytest.raises(ConfigError, match="not recorded"):
+        be.gate_reference(qdq_file, manifest)
+    manifest["source"] = {"file": "/elsewhere/tiny.safetensors", "sha256": "0" * 64}
+    with pytest.raises(ConfigError, match="FP32 weights it was quantized from"):
+        be.gate_reference(qdq_file, manifest)
+    (tmp_path / "tiny.safetensors").write_bytes(b"weights")
+    assert be.gate_reference(qdq_file, manifest) == tmp_path / "tiny.safetensors"
 
 
 def test_gate_with_other_signature_is_skipped(fake_trt, onnx_file, tmp_path, monkeypatch):

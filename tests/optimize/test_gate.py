@@ -22,28 +22,17 @@ from mirnet.optimize.onnx_tools import weight_dq_nodes  # noqa: E402
 from mirnet.sdk import artifact  # noqa: E402
 from mirnet.sdk.cli import main  # noqa: E402
 from mirnet.sdk.errors import ArtifactError, QualityGateError  # noqa: E402
-from mirnet.sdk.model import MIRNetV2Config, create_model, save_weights  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / "data"
-TINY = dict(n_feat=16, n_rrg=1, n_mrb=1, width=1, max_groups=1)
 DAMAGED = "/body/body.0/body/body.0/dau_top/body/body.0/Conv"
 DAMAGED_MODULE = "body.0.body.0.dau_top.body.0"
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    torch.manual_seed(0)
-    model = create_model(MIRNetV2Config(**TINY))
-    with torch.no_grad():
-        model.conv_out.weight.mul_(6.0)  # a body that matters, as after training
-    return save_weights(model, tmp_path_factory.mktemp("w") / "tiny.safetensors", variant="tiny")
-
-
-@pytest.fixture(scope="module")
-def int8(weights, tmp_path_factory):
+def int8(tiny_weights, tmp_path_factory):
     """`mirnet quantize --target cpu` end to end (gate included)."""
     out = tmp_path_factory.mktemp("q") / "tiny-int8.onnx"
-    code = main(["quantize", str(weights), "--target", "cpu", "--calib", str(DATA), "--calib-images", "4",
+    code = main(["quantize", str(tiny_weights), "--target", "cpu", "--calib", str(DATA), "--calib-images", "4",
                  "--calib-size", "48", "--gate-limit", "2", "-o", str(out)])
     assert code == 0
     return out
@@ -72,44 +61,49 @@ def damage(src: Path, dst: Path, node: str) -> Path:
 
 def test_quantize_cli_writes_a_passing_artifact(int8, capsys):
     m = artifact.read_manifest(int8, kind="onnx")
-    assert m["gate"]["passed"] is True and m["gate"]["psnr_db"] >= 35 and m["gate"]["n"] == 2
+    gate = m["gate"]
+    assert gate["passed"] is True and gate["n"] == 2 and gate["loss_db"] <= gate["max_loss_db"] == 0.15
+    assert gate["inputs"]["kind"] == "training" and "AWGN 0-50" in gate["inputs"]["description"]
+    assert m["calibration"]["inputs"] == gate["inputs"]
     assert m["int8_check"]["integer_convs"] == 30 and m["int8_check"]["float_convs"] == 0
 
 
-def test_gate_cli_passes_good_artifact(int8, weights, capsys):
+def test_gate_cli_passes_good_artifact(int8, tiny_weights, capsys):
     capsys.readouterr()
-    assert main(["gate", str(int8), "--reference", str(weights), "--data", str(DATA), "--json"]) == 0
+    assert main(["gate", str(int8), "--reference", str(tiny_weights), "--data", str(DATA), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["passed"] and report["psnr_db"] >= 35 and report["n"] == 2
+    assert report["passed"] and report["n"] == 2 and report["inputs"]["kind"] == "training"
+    assert abs(report["loss_db"]) <= 0.15 and report["worst_frame"]["name"] in {f["name"] for f in report["frames"]}
     assert report["layer_analysis"]["status"] == "done" and report["layer_analysis"]["measured"] == 33
     assert report["layer_analysis"]["unmatched"] == 0 and report["fix"] is None
 
 
-def test_gate_cli_fails_damaged_artifact_and_names_the_layer(int8, weights, tmp_path, capsys):
+def test_gate_cli_fails_damaged_artifact_and_names_the_layer(int8, tiny_weights, tmp_path, capsys):
     bad = damage(int8, tmp_path / "damaged.onnx", DAMAGED)
     capsys.readouterr()
-    code = main(["gate", str(bad), "--reference", str(weights), "--data", str(DATA), "--sigma", "15", "--json"])
+    code = main(["gate", str(bad), "--reference", str(tiny_weights), "--data", str(DATA), "--sigma", "15", "--json"])
     captured = capsys.readouterr()
     assert code == 6 and "quality gate failed" in captured.err
     report = json.loads(captured.out)
-    assert not report["passed"] and report["psnr_db"] < 35
+    assert not report["passed"] and report["loss_db"] > 0.15 and report["inputs"]["kind"] == "awgn"
+    assert "loses" in captured.err and "--max-loss-db 0.15" in captured.err
     worst = [row["module"] for row in report["layers"][:3]]
     assert DAMAGED_MODULE in worst, worst
     assert report["layers"][0]["node"] == DAMAGED and report["layers"][0]["added_noise_db"] < 0
     assert DAMAGED_MODULE in report["suggested_exclude"]
     assert "--exclude" in report["fix"] and "--target cpu" in report["fix"]
-    vs = report["vs_clean"]  # --sigma: both outputs also scored against the clean frames
-    assert vs["reference"]["psnr_db"] > vs["artifact"]["psnr_db"]
+    vs = report["vs_clean"]
+    assert report["loss_db"] == pytest.approx(vs["reference"]["psnr_db"] - vs["artifact"]["psnr_db"], abs=1e-3)
     capsys.readouterr()
-    assert main(["gate", str(bad), "--reference", str(weights), "--data", str(DATA), "--top", "3"]) == 6
+    assert main(["gate", str(bad), "--reference", str(tiny_weights), "--data", str(DATA), "--top", "3"]) == 6
     text = capsys.readouterr().out
     assert "FAILED" in text and DAMAGED_MODULE in text and "fix: keep the worst layers in float" in text
 
 
-def test_run_gate_api_and_non_quantized_artifact(int8, weights, tiny_onnx, tiny_weights, tmp_path):
+def test_run_gate_api_and_non_quantized_artifact(int8, tiny_weights, tiny_onnx, tmp_path):
     bad = damage(int8, tmp_path / "bad.onnx", DAMAGED)
     with pytest.raises(QualityGateError) as info:
-        run_gate(bad, weights, DATA, min_psnr_db=35, layers="never", limit=1)
+        run_gate(bad, tiny_weights, DATA, layers="never", limit=1)
     assert info.value.exit_code == 6 and info.value.result["layers"] == []
     # an FP32 (or pruned) ONNX: output error only
     result = run_gate(tiny_onnx, tiny_weights, DATA, limit=1, crop=64)
@@ -119,3 +113,46 @@ def test_run_gate_api_and_non_quantized_artifact(int8, weights, tiny_onnx, tiny_
     shutil.copy(tiny_onnx, copy)
     with pytest.raises(ArtifactError, match="manifest"):
         run_gate(copy, tiny_weights, DATA)
+
+
+def test_gate_on_real_pairs_and_its_limits(int8, tiny_weights, tmp_path):
+    """--pairs scores against the pairs' clean side; a loss limit below what the artifact loses fails
+    with the reason; --min-psnr-db adds the output-similarity check."""
+    from mirnet.sdk.media import list_images, load_rgb
+
+    cv2 = pytest.importorskip("cv2")
+    for side in ("low", "high"):
+        (tmp_path / side).mkdir()
+    rng = np.random.default_rng(0)
+    for path in list_images(DATA):
+        clean = load_rgb(path)
+        noisy = np.clip(clean + rng.normal(0, 20 / 255, clean.shape), 0, 1)
+        for side, img in (("low", noisy), ("high", clean)):
+            cv2.imwrite(str(tmp_path / side / path.name), (img[..., ::-1] * 255).round().astype(np.uint8))
+    result = run_gate(int8, tiny_weights, pairs=str(tmp_path), layers="never", crop=64)
+    assert result.passed and result.inputs["kind"] == "pairs" and result.n == 2
+    assert result.vs_clean["reference"]["psnr_db"] > 10 and result.loss_db == pytest.approx(
+        result.vs_clean["reference"]["psnr_db"] - result.vs_clean["artifact"]["psnr_db"], abs=1e-3)
+    strict = run_gate(int8, tiny_weights, pairs=str(tmp_path), layers="never", crop=64, check=False,
+                      max_loss_db=result.loss_db - 0.01)
+    assert not strict.passed and "loses" in strict.reason and "--max-loss-db" in strict.reason
+    similar = run_gate(int8, tiny_weights, pairs=str(tmp_path), layers="never", crop=64, check=False,
+                       min_psnr_db=result.psnr_db + 1)
+    assert not similar.passed and "--min-psnr-db" in similar.reason and "loses" not in similar.reason
+
+
+def test_gate_needs_to_know_the_inputs_of_a_model_without_training_record(tmp_path):
+    from mirnet.sdk.errors import ConfigError
+    from mirnet.sdk.model import MIRNetV2Config, create_model, save_weights
+
+    torch.manual_seed(0)
+    bare = save_weights(create_model(MIRNetV2Config(n_feat=16, n_rrg=1, n_mrb=1, width=1, max_groups=1)),
+                        tmp_path / "bare.safetensors")
+    other = save_weights(create_model(MIRNetV2Config(n_feat=16, n_rrg=1, n_mrb=1, width=1, max_groups=1)),
+                         tmp_path / "other.safetensors")
+    with pytest.raises(ConfigError, match="no training record.*--sigma S.*--protocol NAME.*--pairs DIR"):
+        run_gate(other, bare, DATA)
+    with pytest.raises(ConfigError, match="--sigma and --protocol"):
+        run_gate(other, bare, DATA, sigma=5, protocol="camera-jpeg")
+    result = run_gate(other, bare, DATA, protocol="camera-jpeg", crop=64, layers="never", check=False)
+    assert result.inputs == {"kind": "protocol", "value": "camera-jpeg", "description": "camera preset camera-jpeg"}

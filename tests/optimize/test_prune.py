@@ -215,9 +215,11 @@ def test_cli_prune_end_to_end(tiny_weights, tiny_data, tmp_path, capsys):
     assert record["macs_ratio"] >= 0.45 and record["macs_after"] < record["macs_before"]
     assert record["params_after"] < record["params_before"]
     ev = record["eval"]
-    assert ev["n"] == 3 and ev["sigma"] == 25.0
+    assert ev["n"] == 3 and "training degradations (100% AWGN 0-50)" in ev["description"]
+    assert record["inputs"]["kind"] == "training"
     assert all(isinstance(ev[k], float) for k in ("psnr_before", "psnr_pruned", "psnr_finetuned"))
     assert record["finetune"]["steps"] == 5
+    assert record["finetune"]["distillation"] == {"teacher": "tiny.safetensors", "teacher_weight": 0.5}
     assert manifest["pruned"]["layers"] and manifest["source"]["sha256"] == artifact.sha256_file(tiny_weights)
     assert load_model(out)(torch.rand(1, 3, 16, 24)).shape == (1, 3, 16, 24)
     # refuses to overwrite without --force
@@ -239,6 +241,25 @@ def test_cli_prune_finetunes_with_ema(tiny_weights, tiny_data, tmp_path, capsys)
     record = artifact.read_manifest(out, kind="weights")["prune"]
     assert record["finetune"]["ema_decay"] == 0.999 and record["finetune"]["steps"] == 2
     assert isinstance(record["eval"]["psnr_finetuned"], float)
+
+
+def test_finetune_distils_from_the_teacher(tiny_weights, tiny_data):
+    """Against a teacher that is the model itself (teacher weight 1) there is nothing to learn: the
+    weights stay put; against the ground truth (weight 0) they move."""
+    import copy
+
+    from mirnet.optimize.prune import finetune
+    from mirnet.sdk.mixture import model_inputs
+
+    inputs = model_inputs(None, sigma=25)
+    kw = dict(inputs=inputs, lr=1e-2, batch=2, patch=32, weight_decay=0.0, grad_clip=0.0, quiet=True)
+    start = load_model(tiny_weights)
+    same = finetune(copy.deepcopy(start), tiny_data, 3, teacher=copy.deepcopy(start), teacher_weight=1.0, **kw)
+    moved = finetune(copy.deepcopy(start), tiny_data, 3, teacher=copy.deepcopy(start), teacher_weight=0.0, **kw)
+
+    def change(model) -> float:
+        return max(float((a - b).abs().max()) for a, b in zip(model.state_dict().values(), start.state_dict().values()))
+    assert change(same) < 1e-3 < change(moved)
 
 
 @pytest.mark.parametrize("args, match", [

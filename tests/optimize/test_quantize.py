@@ -1,5 +1,5 @@
 """INT8 quantization: --target cpu really runs integer kernels in ONNX Runtime and stays close to
-FP32; --target tensorrt writes explicit Q/DQ (per-channel weights on axis 0, per-tensor
+FP32; --target tensorrt writes explicit Q/DQ (per-channel tiny_weights on axis 0, per-tensor
 activations, int8 zero points) through ModelOpt or the PyTorch fake-quant fallback; exclusions,
 QAT, calibration data and the gate's failure path."""
 from __future__ import annotations
@@ -21,22 +21,10 @@ from mirnet.optimize.onnx_tools import check_tensorrt_ops, int8_check, qdq_pairs
 from mirnet.optimize.quantize import load_calibration, quantize  # noqa: E402
 from mirnet.sdk import artifact  # noqa: E402
 from mirnet.sdk.errors import ArtifactError, ConfigError, InputError, QualityGateError  # noqa: E402
-from mirnet.sdk.model import MIRNetV2Config, create_model, save_weights  # noqa: E402
+from mirnet.sdk.mixture import model_inputs  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / "data"  # two real 240x320 photos
-TINY = dict(n_feat=16, n_rrg=1, n_mrb=1, width=1, max_groups=1)
 FAST = dict(calib=DATA, calib_images=4, calib_size=48)
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    """A tiny model whose body matters: conv_out scaled up, as after training (at init the image
-    residual hides almost everything the body does)."""
-    torch.manual_seed(0)
-    model = create_model(MIRNetV2Config(**TINY))
-    with torch.no_grad():
-        model.conv_out.weight.mul_(6.0)
-    return save_weights(model, tmp_path_factory.mktemp("w") / "tiny.safetensors", variant="tiny")
 
 
 def smooth_image(h=40, w=56, c=3) -> np.ndarray:
@@ -62,28 +50,36 @@ def psnr(a, b) -> float:
 
 
 @pytest.fixture(scope="module")
-def fp32_onnx(weights, tmp_path_factory):
+def fp32_onnx(tiny_weights, tmp_path_factory):
     from mirnet.optimize.export_onnx import export_onnx
     from mirnet.sdk.model import load_model
 
-    return export_onnx(load_model(weights), tmp_path_factory.mktemp("fp32") / "fp32.onnx")
+    return export_onnx(load_model(tiny_weights), tmp_path_factory.mktemp("fp32") / "fp32.onnx")
 
 
-def test_calibration_crops(tmp_path):
-    a = load_calibration(DATA, n=5, size=50, multiple=8, seed=1)
+def test_calibration_crops_are_the_models_inputs(tiny_weights, tmp_path):
+    clean_inputs = model_inputs(None, sigma=0)
+    a = load_calibration(DATA, inputs=clean_inputs, n=5, size=50, multiple=8, seed=1)
     assert a.shape == (5, 3, 56, 56) and a.dtype == np.float32 and 0 <= a.min() and a.max() <= 1
-    assert np.array_equal(a, load_calibration(DATA, n=5, size=50, multiple=8, seed=1))
-    noisy = load_calibration(DATA, n=5, size=50, multiple=8, seed=1, sigma=25)
-    assert 0 <= noisy.min() and noisy.max() <= 1 and 0.02 < np.std(noisy - a) < 0.2
+    assert np.array_equal(a, load_calibration(DATA, inputs=clean_inputs, n=5, size=50, multiple=8, seed=1))
+    noisy = load_calibration(DATA, inputs=model_inputs(None, sigma=25), n=5, size=50, multiple=8, seed=1)
+    assert 0 <= noisy.min() and noisy.max() <= 1 and 0.05 < np.std(noisy - a) < 0.12
+    # default: the training record's degradations (tiny: AWGN 0-50), same crops
+    trained = model_inputs(artifact.read_manifest(tiny_weights, kind="weights"))
+    mixed = load_calibration(DATA, inputs=trained, n=5, size=50, multiple=8, seed=1)
+    spread = [np.std(mixed[i] - a[i]) for i in range(5)]
+    assert max(spread) < 0.2 and max(spread) - min(spread) > 0.02  # a sigma per crop
+    camera = load_calibration(DATA, inputs=model_inputs(None, protocol="camera-jpeg"), n=2, size=45, multiple=3)
+    assert camera.shape == (2, 3, 48, 48)  # even (4:2:0) and a multiple of 3
     with pytest.raises(ConfigError, match="calib-images"):
-        load_calibration(DATA, n=0)
+        load_calibration(DATA, inputs=clean_inputs, n=0)
     with pytest.raises(ConfigError, match="holds no image"):
-        load_calibration(tmp_path)
+        load_calibration(tmp_path, inputs=clean_inputs)
 
 
-def test_cpu_target_runs_integer_kernels(weights, fp32_onnx, tmp_path):
+def test_cpu_target_runs_integer_kernels(tiny_weights, fp32_onnx, tmp_path):
     out = tmp_path / "int8.onnx"
-    result = quantize(weights, out, target="cpu", exclude=["conv_out"], min_psnr_db=None, **FAST)
+    result = quantize(tiny_weights, out, target="cpu", exclude=["conv_out"], gate=False, **FAST)
     m = artifact.read_manifest(out, kind="onnx")
     assert m["precision"] == "int8-ort" and m["sha256"] == result.manifest["sha256"]
     assert m["gate"]["status"] == "skipped"
@@ -100,8 +96,9 @@ def test_cpu_target_runs_integer_kernels(weights, fp32_onnx, tmp_path):
     assert psnr(run(out, x), run(fp32_onnx, x)) > 30
     big = smooth_image(64, 96)  # dynamic H/W still work
     assert run(out, big).shape == (1, 3, 64, 96)
-    assert m["calibration"] == {"folder": str(DATA), "images": 4, "size": 48, "sigma": None, "method": "max",
-                                "seed": 0}
+    assert m["calibration"] == {"folder": str(DATA), "images": 4, "size": 48, "method": "max", "seed": 0,
+                                "inputs": {"kind": "training", "value": "100% AWGN 0-50",
+                                           "description": "its training degradations (100% AWGN 0-50)"}}
 
 
 def _check_tensorrt_qdq(path: Path, convs: int) -> None:
@@ -113,7 +110,7 @@ def _check_tensorrt_qdq(path: Path, convs: int) -> None:
     producers = {o: n for n in model.graph.node for o in n.output}
     wdq = weight_dq_nodes(model)
     pairs = qdq_pairs(model)
-    assert len(wdq) == convs == conv_nodes(path)  # every conv's weights quantized
+    assert len(wdq) == convs == conv_nodes(path)  # every conv's tiny_weights quantized
     pair_outputs = {p.output for p in pairs}  # ... and every conv's activation input
     assert all(n.input[0] in pair_outputs for n in model.graph.node if n.op_type == "Conv")
     for dq in wdq:  # per-channel weight scales on axis 0
@@ -132,9 +129,9 @@ def _check_tensorrt_qdq(path: Path, convs: int) -> None:
     assert check_tensorrt_ops(model) == []
 
 
-def test_tensorrt_target_qdq(weights, fp32_onnx, tmp_path):
+def test_tensorrt_target_qdq(tiny_weights, fp32_onnx, tmp_path):
     out = tmp_path / "trt.onnx"
-    result = quantize(weights, out, target="tensorrt", min_psnr_db=None, **FAST)
+    result = quantize(tiny_weights, out, target="tensorrt", gate=False, **FAST)
     q = result.manifest["quantization"]
     try:
         import modelopt.torch.quantization  # noqa: F401
@@ -148,14 +145,14 @@ def test_tensorrt_target_qdq(weights, fp32_onnx, tmp_path):
     assert psnr(run(out, x), run(fp32_onnx, x)) > 30  # ONNX Runtime still runs it (in float)
 
 
-def test_tensorrt_fallback_qat_exclude_and_failing_gate(weights, fp32_onnx, tmp_path):
+def test_tensorrt_fallback_qat_exclude_and_failing_gate(tiny_weights, fp32_onnx, tmp_path):
     out = tmp_path / "fq.onnx"
     with pytest.raises(ConfigError, match="max, percentile"):
-        quantize(weights, out, target="tensorrt", quantizer="torch", method="entropy", min_psnr_db=None, **FAST)
+        quantize(tiny_weights, out, target="tensorrt", quantizer="torch", method="entropy", gate=False, **FAST)
     with pytest.raises(ConfigError, match="selects no conv"):
-        quantize(weights, out, target="tensorrt", quantizer="torch", exclude="nope", min_psnr_db=None, **FAST)
+        quantize(tiny_weights, out, target="tensorrt", quantizer="torch", exclude="nope", gate=False, **FAST)
     with pytest.raises(QualityGateError) as info:
-        quantize(weights, out, target="tensorrt", quantizer="torch", method="percentile", qat_steps=2, data=DATA,
+        quantize(tiny_weights, out, target="tensorrt", quantizer="torch", method="percentile", qat_steps=2, data=DATA,
                  qat_batch=1, exclude=["/conv_in/Conv"], min_psnr_db=99.0, gate_limit=1, **FAST)
     assert info.value.exit_code == 6 and info.value.result["passed"] is False
     m = artifact.read_manifest(out, kind="onnx")  # kept for inspection, marked as failed
@@ -171,20 +168,20 @@ def test_tensorrt_fallback_qat_exclude_and_failing_gate(weights, fp32_onnx, tmp_
     x = smooth_image()
     assert psnr(run(out, x), run(fp32_onnx, x)) > 30
     with pytest.raises(InputError, match="--force"):
-        quantize(weights, out, target="cpu", min_psnr_db=None, **FAST)
+        quantize(tiny_weights, out, target="cpu", gate=False, **FAST)
 
 
-def test_argument_errors(weights, tmp_path):
+def test_argument_errors(tiny_weights, tmp_path):
     for kwargs, match in ((dict(target="gpu"), "valid targets"), (dict(target="cpu", method="mse"), "valid methods"),
                           (dict(target="cpu", qat_steps=3, data=DATA), "qat-steps"),
                           (dict(target="tensorrt", qat_steps=3), "--data")):
         with pytest.raises(ConfigError, match=match):
-            quantize(weights, tmp_path / "x.onnx", **FAST, **kwargs)
+            quantize(tiny_weights, tmp_path / "x.onnx", **FAST, **kwargs)
     with pytest.raises(ConfigError, match=".onnx"):
-        quantize(weights, tmp_path / "x.engine", target="cpu", **FAST)
+        quantize(tiny_weights, tmp_path / "x.engine", target="cpu", **FAST)
     # no conv in an integer kernel (only MatMuls quantized): refused, nothing written
     with pytest.raises(ArtifactError, match="no conv"):
-        quantize(weights, tmp_path / "x.onnx", target="cpu", op_types=["MatMul"], min_psnr_db=None, **FAST)
+        quantize(tiny_weights, tmp_path / "x.onnx", target="cpu", op_types=["MatMul"], gate=False, **FAST)
     assert not list(tmp_path.iterdir())
 
 
@@ -192,7 +189,7 @@ def test_cpu_calibration_methods_differ(fp32_onnx, tmp_path):
     """ORT's entropy calibrator with its default bins equals MinMax; ours gets real entropy ranges."""
     from mirnet.optimize.quantize import quantize_cpu_onnx
 
-    calib = load_calibration(DATA, n=2, size=32)
+    calib = load_calibration(DATA, inputs=model_inputs(None, sigma=10), n=2, size=32)
     scales = {}
     for method in ("max", "entropy", "percentile"):
         record = quantize_cpu_onnx(fp32_onnx, calib, tmp_path / f"{method}.onnx", method=method)
@@ -202,3 +199,24 @@ def test_cpu_calibration_methods_differ(fp32_onnx, tmp_path):
     for method in ("entropy", "percentile"):
         changed = sum(not np.allclose(scales["max"][k], v) for k, v in scales[method].items())
         assert changed > 0, method  # ORT's default entropy bins would change none
+
+
+def test_openvino_target_writes_a_gated_int8_ir(tiny_weights, fp32_onnx, tmp_path):
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    from mirnet.sdk.backends import open_backend
+
+    out = tmp_path / "int8.xml"
+    result = quantize(tiny_weights, out, target="openvino", exclude=["conv_out"], gate_limit=1, max_loss_db=1.0,
+                      **FAST)
+    m = artifact.read_manifest(out, kind="openvino")
+    assert m["precision"] == "int8-openvino" and out.with_suffix(".bin").is_file()
+    q = m["quantization"]
+    assert q["excluded_nodes"] == ["/conv_out/Conv"] and q["fake_quantize_nodes"] > 10 and q["target"] == "openvino"
+    assert m["gate"]["passed"] and m["gate"]["inputs"]["kind"] == "training" and result.gate["n"] == 1
+    with open_backend(out) as backend:
+        assert backend.name == "openvino"
+        x = smooth_image()
+        assert psnr(backend.infer(x), run(fp32_onnx, x)) > 30
+    with pytest.raises(ConfigError, match=r"--target openvino is a \.xml file"):
+        quantize(tiny_weights, tmp_path / "x.onnx", target="openvino", **FAST)

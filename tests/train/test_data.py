@@ -206,3 +206,45 @@ def test_camera_source_makes_pairs_and_gray_targets(tmp_path):
         SourceConfig(clean="c", camera={}, degrade={"awgn_sigma": [0, 50]})
     with pytest.raises(ConfigError, match="downscale"):
         SourceConfig(clean="c", downscale=2)
+
+
+def test_gray_share_of_a_degrade_source(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        write_rgb(tmp_path / "c" / f"{i}.png", rand_u8(rng, 48, 64))
+    gray = SourceConfig(clean=str(tmp_path / "c"), degrade={"awgn_sigma": [25, 25]}, gray_prob=1.0)
+    inp, tgt = TrainSet([gray], seed=0)[(0, 0, 32)]
+    assert torch.equal(tgt[0], tgt[1]) and torch.equal(inp[0], inp[2])  # one channel of noise, gray target
+    assert abs(float((inp - tgt).std()) - 25 / 255) < 0.015
+    colour = SourceConfig(clean=str(tmp_path / "c"), degrade={"awgn_sigma": [25, 25]})
+    inp, tgt = TrainSet([colour], seed=0)[(0, 0, 32)]
+    assert not torch.equal(inp[0], inp[1])
+    for bad, match in ((dict(gray_prob=1.5), "gray_prob=1.5 must be a probability"),
+                       (dict(camera={}, gray_prob=0.5), "camera: {mono_prob"),
+                       (dict(low="l", high="h", clean=None, gray_prob=0.5), "applies to clean")):
+        with pytest.raises(ConfigError, match=match):
+            SourceConfig(**{"clean": "c", **bad})
+
+
+def test_sources_for_the_models_inputs(tmp_path, paired_dirs):
+    from mirnet.sdk.mixture import model_inputs
+    from mirnet.train.data import sources_for
+
+    rng = np.random.default_rng(0)
+    write_rgb(tmp_path / "c" / "0.png", rand_u8(rng, 48, 64))
+    manifest = {"training": {"data": [
+        {"clean": "far/away", "weight": 2.0, "degrade": {"awgn_sigma": [0, 50]}, "gray_prob": 0.25},
+        {"clean": "far/away", "weight": 1.0, "camera": {"mono_prob": 0.5}},
+        {"low": "x", "high": "y"}]}}
+    mixed = sources_for(model_inputs(manifest), tmp_path / "c")
+    assert [(s.clean, s.weight, s.gray_prob, s.camera is not None) for s in mixed] == [
+        (str(tmp_path / "c"), 2.0, 0.25, False), (str(tmp_path / "c"), 1.0, 0.0, True)]
+    assert mixed[0].degrade.awgn_sigma == (0.0, 50.0) and mixed[1].camera.mono_prob == 0.5
+    (awgn,) = sources_for(model_inputs(None, sigma=15), tmp_path / "c")
+    assert awgn.degrade.awgn_sigma == (15.0, 15.0) and awgn.degrade.clip
+    (cam,) = sources_for(model_inputs(None, protocol="camera-h264"), tmp_path / "c")
+    assert cam.camera.codecs == {"h264": 1.0}
+    (pair,) = sources_for(model_inputs(None, pairs=str(paired_dirs[0].parent)), None)
+    assert pair.paired
+    with pytest.raises(ConfigError, match="not a folder of clean images"):
+        sources_for(model_inputs(None, sigma=15), tmp_path / "missing")

@@ -243,3 +243,23 @@ def test_build_loss_default_is_charbonnier_and_accepts_mapping(vgg_files):
     loss, terms = crit(a, a)
     assert loss.item() == 0.0 and terms == {"perceptual": 0.0}
     assert math.isfinite(crit(torch.rand(1, 3, 16, 16), a)[1]["perceptual"])
+
+
+# ------------------------------------------------------------------------------ distillation
+def test_distillation_loss_weighs_ground_truth_and_teacher():
+    from mirnet.train.losses import DistillationLoss, distillation_target
+
+    torch.manual_seed(0)
+    pred, clean, teacher_out = torch.rand(3, 2, 3, 8, 8).unbind(0)
+    charb = CharbonnierLoss()
+    for w in (0.0, 0.3, 1.0):
+        loss, terms = DistillationLoss(w)(pred, torch.cat([clean, teacher_out], 1))
+        want = (1 - w) * charb(pred, clean) + w * charb(pred, teacher_out)
+        assert torch.allclose(loss, want) and terms["data"] == pytest.approx(float(charb(pred, clean)))
+    teacher = torch.nn.Conv2d(3, 3, 1)
+    target = distillation_target(teacher)(pred, clean)
+    assert torch.equal(target[:, :3], clean) and torch.allclose(target[:, 3:], teacher(pred))
+    with pytest.raises(ConfigError, match=r"teacher weight 1.5.*\[0, 1\]"):
+        DistillationLoss(1.5)
+    with pytest.raises(InputError, match="stacked along the channels"):
+        DistillationLoss()(pred, clean)
