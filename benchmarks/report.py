@@ -45,16 +45,17 @@ def markdown(result: dict) -> str:
     if protocols:
         lines += ["", f"**Camera protocols** (PSNR dB on the same {q['limit']} images through each camera preset; "
                   "input = the degraded frame; NLM strength tuned per preset on val)", "",
-                  "| artifact | backend | " + " | ".join(f"{p} (input)" for p in protocols) + " |",
-                  "|---|---|" + "---:|" * len(protocols)]
+                  "| artifact | backend | precision | " + " | ".join(f"{p} (input)" for p in protocols) + " |",
+                  "|---|---|---|" + "---:|" * len(protocols)]
         seen = set()
         for r in result["rows"]:
-            if not r.get("camera") or (r["artifact"], r["backend"]) in seen:
+            key = (r["artifact"], r["backend"], r["precision"])
+            if not r.get("camera") or key in seen:
                 continue
-            seen.add((r["artifact"], r["backend"]))
+            seen.add(key)
             cells = [f"{_fmt(r['camera'][p]['psnr_db'], 2)} ({_fmt(r['camera'][p]['input_psnr_db'], 2)})"
                      for p in protocols]
-            lines.append(f"| {r['artifact']} | {r['backend']} | " + " | ".join(cells) + " |")
+            lines.append(f"| {r['artifact']} | {r['backend']} | {r['precision']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

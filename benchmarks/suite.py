@@ -49,9 +49,28 @@ class Runner:
     restore_for: Callable[[str], Callable[[np.ndarray], np.ndarray]] | None = None  # per camera protocol
 
 
+def _openvino_runners(path: Path, label: str, precision: str, threads: int, **fields) -> list[Runner]:
+    """``path`` (.onnx or .xml) on OpenVINO in f32 and, where the CPU has BF16, in bf16 (the float
+    parts of an INT8 IR too); none when openvino is not installed."""
+    from mirnet.sdk.backends import _has
+
+    if not _has("openvino"):
+        return []
+    from mirnet.sdk.backends.openvino import OpenVinoBackend, cpu_capabilities
+
+    hints = ["f32"] + (["bf16"] if "BF16" in cpu_capabilities() else [])
+    runners = []
+    for hint in hints:
+        b = OpenVinoBackend(path, threads=threads, precision=hint)
+        shown = {"fp32": "fp32" if hint == "f32" else "bf16"}.get(precision, f"{precision}/{hint}")
+        runners.append(Runner(label, "openvino", shown, b.infer, b.input_spec.pad_multiple, threads=threads, **fields))
+    return runners
+
+
 def _model_runners(model: str, threads: int) -> list[Runner]:
-    """ONNX Runtime for .onnx, TensorRT for engines; weights (and bundled names) on eager PyTorch
-    and on ONNX Runtime through their ONNX export (the shipped one for bundled models)."""
+    """ONNX Runtime and OpenVINO (f32, bf16 where the CPU has it) for .onnx, OpenVINO for IR (.xml),
+    TensorRT for engines; weights (and bundled names) on eager PyTorch and on both CPU runtimes
+    through their ONNX export (the shipped one for bundled models)."""
     from mirnet.sdk import artifact, zoo
     from mirnet.sdk.backends import open_backend
     from mirnet.sdk.model import VARIANTS
@@ -62,13 +81,18 @@ def _model_runners(model: str, threads: int) -> list[Runner]:
     else:
         path = zoo.resolve_weights(model)
     label = path.stem if path.stem != "best" else f"{path.parent.name}/{path.stem}"
-    if path.suffix in (".onnx", ".engine", ".plan"):
+    if path.suffix in (".onnx", ".xml", ".engine", ".plan"):
         label = path.name if path.stem != "best" else f"{path.parent.name}/{path.name}"
     if path.suffix == ".onnx":
         manifest = artifact.read_manifest(path, kind="onnx")
         b = open_backend(path, "ort", threads=threads)
-        return [Runner(label, "onnxruntime", manifest["precision"], b.infer, b.input_spec.pad_multiple,
-                       threads=threads)]
+        runners = [Runner(label, "onnxruntime", manifest["precision"], b.infer, b.input_spec.pad_multiple,
+                          threads=threads)]
+        if manifest["precision"] == "fp32":
+            runners += _openvino_runners(path, label, "fp32", threads)
+        return runners
+    if path.suffix == ".xml":
+        return _openvino_runners(path, label, artifact.read_manifest(path, kind="openvino")["precision"], threads)
     if path.suffix in (".engine", ".plan"):
         b = open_backend(path)
         return [Runner(label, "tensorrt", b.manifest["precision"], b.infer, b.input_spec.pad_multiple)]
@@ -84,7 +108,16 @@ def _model_runners(model: str, threads: int) -> list[Runner]:
         b = open_backend(artifact_path, name, threads=threads)
         runners.append(Runner(label, "pytorch-eager" if name == "torch" else "onnxruntime", "fp32", b.infer,
                               b.input_spec.pad_multiple, params, gmac, trained=trained, threads=threads))
-    return runners
+    return runners + _openvino_runners(onnx, label, "fp32", threads, params=params, gmac_256=gmac, trained=trained)
+
+
+def _one_per_label(runners: list[Runner]) -> list[Runner]:
+    """The first trained runner of each artifact (the crops show each artifact once)."""
+    seen: dict[str, Runner] = {}
+    for r in runners:
+        if r.trained:
+            seen.setdefault(r.label, r)
+    return list(seen.values())
 
 
 def _random_weights(variant: str) -> Path:
@@ -181,8 +214,7 @@ def run(models: list[str], *, sizes=DEFAULT_SIZES, batch: int = 1, threads: int 
         for protocol, pairs in camera_sets.items():
             crop_files.append(str(save_crop(
                 Path(f"{crops}_{protocol}.png"), pairs[0],
-                [(r.label if r.backend != "onnxruntime" else f"{r.label} (ort)", _restore_fn(r, protocol))
-                 for r in runners if r.trained])))
+                [(r.label, _restore_fn(r, protocol)) for r in _one_per_label(runners)])))
     rows = []
     rng = np.random.default_rng(0)
     for runner in runners:
