@@ -464,9 +464,8 @@ def run_gate(artifact: str | os.PathLike, reference: str | os.PathLike, data: st
         def mean(key):
             vals = [r[key] for r in rows if r[key] is not None]
             return float(np.mean(vals)) if vals else None
-        result.vs_clean = {"artifact": {"psnr_db": mean("artifact_vs_clean_db"), "ssim": mean("artifact_vs_clean_ssim")},
-                           "reference": {"psnr_db": mean("reference_vs_clean_db"),
-                                         "ssim": mean("reference_vs_clean_ssim")}}
+        result.vs_clean = {side: {"psnr_db": mean(f"{side}_vs_clean_db"), "ssim": mean(f"{side}_vs_clean_ssim")}
+                           for side in ("artifact", "reference")}
         result.loss_db = round(result.vs_clean["reference"]["psnr_db"] - result.vs_clean["artifact"]["psnr_db"], 4)
         a_ssim, r_ssim = result.vs_clean["artifact"]["ssim"], result.vs_clean["reference"]["ssim"]
         result.loss_ssim = None if a_ssim is None else round(r_ssim - a_ssim, 5)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .camera import luma
 from .degrade import awgn
 from .errors import ConfigError, InputError
 from .media import list_images, load_rgb
@@ -220,13 +221,16 @@ class EvalSet(Sequence):
 
     @classmethod
     def from_clean(cls, folder: str | Path, sigma: float, *, seed: int = 0, clip: bool = False,
-                   limit: int | None = None, crop: int | None = None) -> "EvalSet":
+                   limit: int | None = None, crop: int | None = None, gray: bool = False) -> "EvalSet":
         """Clean images plus AWGN, benchmark protocol: the optional centre crop is taken first,
         then ``noisy = clean + N(0, sigma/255)`` with the RNG reset to
         ``np.random.RandomState(seed)`` (what ``np.random.seed(0)`` in the published evaluation
         code gives, so the noise values match theirs) for every image; no clipping or rounding.
         ``clip=True`` instead clips to [0, 1] and rounds to the 8-bit grid (the easier
-        "clipped uint8 input" convention; say so next to any number measured with it)."""
+        "clipped uint8 input" convention; say so next to any number measured with it).
+        ``gray=True``: a monochrome camera at the same noise level: the target is the image's BT.601
+        luma in three equal channels and the noise is one channel (the first of the draw) copied
+        to all three."""
         cls._check_common(limit, crop)
         if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 <= sigma < math.inf:
             raise ConfigError(f"EvalSet sigma={sigma!r} must be a finite number >= 0 in 0-255 units (e.g. 25)")
@@ -235,9 +239,14 @@ class EvalSet(Sequence):
         pairs, names = [], []
         for p in list_images(folder)[:limit]:
             clean = centre_crop(load_rgb(p), crop)
+            if gray:
+                clean = np.repeat(luma(clean)[..., None], 3, axis=2)
             noisy = awgn(clean, float(sigma), np.random.RandomState(seed))
+            if gray:
+                noisy = np.repeat(noisy[..., :1], 3, axis=2)
             if clip:
                 noisy = (np.round(np.clip(noisy, 0.0, 1.0) * 255.0) / 255.0).astype(np.float32)
             pairs.append((noisy, clean))
             names.append(p.name)
-        return cls(pairs, names, f"{folder} + AWGN sigma={sigma} seed={seed} clip={clip} crop={crop}")
+        return cls(pairs, names, f"{folder} + AWGN sigma={sigma} seed={seed} clip={clip} crop={crop}"
+                   + (" gray" if gray else ""))

@@ -96,12 +96,13 @@ def evaluate(data: str | Path, *, model: str | None = None, baseline: str | None
              sigma: float | None = None, pairs: bool = False, protocol: str | None = None,
              y_channel: bool = False, clip: bool = False, limit: int | None = None, crop: int | None = None,
              backend: str = "auto", threads: int | None = None, holdout_every: int = 0,
-             tune: bool = False) -> dict:
+             tune: bool = False, gray: bool = False) -> dict:
     """Evaluate ``model`` (or ``baseline='nlm'``, OpenCV non-local means, tuned per camera
     protocol) on clean images + AWGN (``sigma``), paired folders (``pairs``) or clean images
     filmed by a camera preset (``protocol``, :data:`mirnet.sdk.camera.PRESETS`). ``tune`` (with
     the NLM baseline) picks its strength on this data first (:func:`tune_nlm`; tune on val only)
-    and reports it as ``nlm_params``."""
+    and reports it as ``nlm_params``. ``gray`` (with ``sigma``): monochrome frames at that noise
+    level (see :meth:`EvalSet.from_clean`)."""
     data = Path(data)
     if sum((sigma is not None, bool(pairs), protocol is not None)) != 1:
         raise ConfigError("give exactly one of --sigma S (clean images + AWGN), --pairs or --protocol NAME "
@@ -110,6 +111,9 @@ def evaluate(data: str | Path, *, model: str | None = None, baseline: str | None
         raise ConfigError("give exactly one of --model or --baseline")
     if baseline not in (None, "nlm"):
         raise ConfigError(f"--baseline {baseline!r}: the only baseline is 'nlm'")
+    if gray and sigma is None:
+        raise ConfigError("--gray makes monochrome AWGN frames; use it with --sigma (camera-mono is the gray "
+                          "camera preset)")
     if tune and baseline is None:
         raise ConfigError("--tune tunes the NLM baseline's strength; use it with --baseline nlm")
     if pairs:
@@ -122,8 +126,9 @@ def evaluate(data: str | Path, *, model: str | None = None, baseline: str | None
         evalset = EvalSet.from_protocol(data, protocol, limit=limit, crop=crop)
         described = f"camera preset {protocol} (seed 0, one camera draw per image)"
     else:
-        evalset = EvalSet.from_clean(data, sigma, limit=limit, crop=crop, clip=clip)
+        evalset = EvalSet.from_clean(data, sigma, limit=limit, crop=crop, clip=clip, gray=gray)
         described = (f"AWGN sigma {sigma:g}/255, float noise, seed 0 per image, "
+                     + ("gray frames, " if gray else "")
                      + ("input clipped and rounded to uint8" if clip else "no clipping"))
     described += "; metrics on " + ("Y (BT.601)" if y_channel else "RGB") + ", output clipped to [0, 1]"
     extra = {}

@@ -59,9 +59,9 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, *, target: str, c
     ``target="tensorrt"``: explicit Q/DQ ONNX for TensorRT (:mod:`.tensorrt`: ModelOpt or the
     PyTorch fake-quant fallback, optional QAT). ``target="cpu"``: ONNX Runtime ``quantize_static``
     checked to really run integer kernels (:mod:`.onnxruntime`). ``target="openvino"``: an INT8
-    OpenVINO IR (``.xml`` + ``.bin``) by NNCF post-training quantization (:mod:`.openvino`). ``exclude`` (from the gate's
-    report): module paths (``conv_out``, ``body.0.body.0.dau_top``: everything under it), globs,
-    or ONNX node names, kept in float."""
+    OpenVINO IR (``.xml`` + ``.bin``) by NNCF post-training quantization (:mod:`.openvino`).
+    ``exclude`` (from the gate's report): module paths (``conv_out``, ``body.0.body.0.dau_top``:
+    everything under it), globs, or ONNX node names, kept in float."""
     import torch
 
     from mirnet.sdk import zoo

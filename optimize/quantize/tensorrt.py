@@ -227,7 +227,8 @@ def _qat(qmodel: nn.Module, teacher: nn.Module, *, steps: int, data: str | os.Pa
         if isinstance(m, _FakeQuantConv2d) and m.weight_quantizer is not None:
             _refresh_weight_scales(m)
     return {"steps": steps, "lr": lr, "batch": batch, "patch": size, "target": target, "data": str(data),
-            "inputs": inputs.description, "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None}
+            "inputs": inputs.description, "loss_first": losses[0] if losses else None,
+            "loss_last": losses[-1] if losses else None}
 
 
 def export_qdq_onnx(qmodel: nn.Module, out: str | os.PathLike, *, opset: int = DEFAULT_OPSET,

@@ -30,6 +30,8 @@ def add_parsers(sub) -> None:
                      "camera preset (sensor noise, Bayer or mono sensor, JPEG/H.264 4:2:0 delivery)")
     p.add_argument("--y", action="store_true", help="PSNR/SSIM on the Y channel (BT.601)")
     p.add_argument("--clip", action="store_true", help="clip and round the noisy input to uint8 levels")
+    p.add_argument("--gray", action="store_true", help="with --sigma: monochrome frames (luma target, one "
+                   "channel of noise in all three)")
     p.add_argument("--limit", type=int, default=None, help="only the first N images")
     p.add_argument("--crop", type=int, default=None, metavar="N", help="centre crop N x N (a multiple of 8)")
     p.add_argument("--holdout-every", type=int, default=0, metavar="K",
@@ -59,7 +61,7 @@ def run_eval(args) -> int:
         result = evaluate(args.data, model=args.model, baseline=args.baseline, sigma=args.sigma,
                           pairs=args.pairs, protocol=args.protocol, y_channel=args.y, clip=args.clip,
                           limit=args.limit, crop=args.crop, tune=args.tune, backend=args.backend,
-                          threads=args.threads, holdout_every=args.holdout_every)
+                          threads=args.threads, holdout_every=args.holdout_every, gray=args.gray)
     if args.json:
         print(json.dumps(result))
     else:

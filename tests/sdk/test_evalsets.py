@@ -158,3 +158,17 @@ def test_from_folder_uses_pairs_when_present_else_noise(tmp_path, paired_dirs):
     assert paired.names == ["p0.png", "p1.png"] and np.allclose(paired[0][0] * 2, paired[0][1], atol=1e-6)
     noisy = EvalSet.from_folder(tmp_path / "high", 25)
     assert "AWGN sigma=25" in noisy.description and not np.array_equal(noisy[0][0], noisy[0][1])
+
+
+def test_gray_awgn_frames_are_monochrome(tmp_path):
+    from mirnet.sdk.camera import luma
+
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(tmp_path / "a.png"), rng.integers(0, 256, (40, 48, 3), dtype=np.uint8))
+    colour = EvalSet.from_clean(tmp_path, 25)
+    gray = EvalSet.from_clean(tmp_path, 25, gray=True)
+    noisy, clean = gray[0]
+    assert np.array_equal(clean[..., 0], clean[..., 2]) and np.allclose(clean[..., 0], luma(colour[0][1]), atol=1e-6)
+    assert np.array_equal(noisy[..., 0], noisy[..., 1])
+    assert np.allclose(noisy[..., 0] - clean[..., 0], colour[0][0][..., 0] - colour[0][1][..., 0], atol=1e-6)
+    assert "gray" in gray.description

@@ -57,6 +57,13 @@ def test_eval_camera_protocol_from_the_command_line(tmp_path, capsys):
     tuned = json.loads(capsys.readouterr().out)
     assert tuned["psnr"] >= result["psnr"] - 1e-9 and tuned["nlm_params"]["h"] in NLM_GRID
     assert main(["eval", "--model", "denoise-lite", "--tune", "--data", str(tmp_path / "clean"), "--sigma", "5"]) == 2
+    assert main(["eval", "--baseline", "nlm", "--data", str(tmp_path / "clean"), "--sigma", "15", "--gray",
+                 "--json"]) == 0
+    gray = json.loads(capsys.readouterr().out)
+    assert "gray frames" in gray["protocol"] and gray["psnr"] > gray["input_psnr"]
+    assert main(["eval", "--baseline", "nlm", "--data", str(tmp_path / "clean"), "--protocol", "camera-mono",
+                 "--gray"]) == 2
+    assert "--gray" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         main(["eval", "--baseline", "nlm", "--data", str(tmp_path / "clean"), "--protocol", "x"])
     assert exc.value.code == 2
