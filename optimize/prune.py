@@ -46,7 +46,7 @@ from torch import nn
 
 from mirnet.sdk.errors import ConfigError, require
 from mirnet.sdk.mixture import ModelInputs, model_inputs
-from mirnet.sdk.model.arch import ContextBlock, MIRNetV2
+from mirnet.sdk.model.arch import MRB, ContextBlock, MIRNetV2
 from mirnet.sdk.model.complexity import count_macs, count_params
 
 __all__ = ["prune", "finetune", "prune_file", "check_pruned", "calibration_batches",
@@ -281,6 +281,32 @@ def prune(model: MIRNetV2, *, macs_ratio: float | None = None, params_ratio: flo
     return pruned.eval()
 
 
+def prune_depth(model: MIRNetV2, *, rrgs: int | None = None, width: int | None = None) -> MIRNetV2:
+    """A copy of ``model`` that keeps its first ``rrgs`` recursive residual groups and runs each
+    MRB's weight-shared exchange ``width`` times (None: unchanged). Every kept layer keeps its
+    trained weights (the dropped rounds' up-samplers and the dropped groups go), so fine-tuning
+    starts from the original's features. Channel-pruned models keep their channel layout.
+
+    Channel pruning removes MACs, but on the edge variants latency follows the number of
+    full-feature-map operations (pooling, resampling, attention, element-wise ops) more than the
+    MACs; removing blocks removes those."""
+    cfg = model.config
+    rrgs = cfg.n_rrg if rrgs is None else rrgs
+    width = cfg.width if width is None else width
+    for flag, value, high in (("--rrgs", rrgs, cfg.n_rrg), ("--width", width, cfg.width)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 1 <= value <= high:
+            raise ConfigError(f"{flag} {value!r}: keep from 1 to {high} (the model has {high})")
+    out = copy.deepcopy(model).eval()
+    out.body = nn.Sequential(*list(out.body)[:rrgs])
+    for mrb in (m for m in out.modules() if isinstance(m, MRB)):
+        for r in range(width, mrb.rounds):
+            for j in range(len(mrb.names) - 1):
+                delattr(mrb, f"up{j + 2}{j + 1}_{r + 1}")
+        mrb.rounds = width
+    out.config = cfg.replace(n_rrg=rrgs, width=width)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # fine-tune
 # ---------------------------------------------------------------------------------------------
@@ -310,7 +336,7 @@ def calibration_batches(data_dir: str | Path | None, inputs: ModelInputs, n_batc
 def finetune(model: MIRNetV2, data_dir: str | Path | None, steps: int, *, inputs: ModelInputs,
              teacher: MIRNetV2 | None = None, teacher_weight: float = 0.5, lr: float = 1e-3, batch: int = 8,
              patch: int = 64, ema_decay: float = 0.0, weight_decay: float = 1e-4,
-             grad_clip: float = 0.01, warmup_steps: int = 0, seed: int = 0,
+             grad_clip: float = 0.01, warmup_steps: int = 0, seed: int = 0, workers: int = 0,
              device: str | torch.device | None = None, quiet: bool = False) -> MIRNetV2:
     """Fine-tune ``model`` in place for ``steps`` steps and return it (the EMA copy when
     ``ema_decay > 0``) in eval mode.
@@ -321,7 +347,8 @@ def finetune(model: MIRNetV2, data_dir: str | Path | None, steps: int, *, inputs
     gradient clipping, EMA, AMP on CUDA) on ``TrainSet`` crops drawn by ``StepBatchSampler``,
     Charbonnier loss against the ground truth, or with a ``teacher`` (the unpruned model)
     :class:`mirnet.train.losses.DistillationLoss`: ``teacher_weight`` of it against the teacher's
-    output, the rest against the ground truth.
+    output, the rest against the ground truth. ``workers``: DataLoader processes making the crops
+    (the camera model's encoders are slow; one worker overlaps them with the training step).
     """
     from torch.utils.data import DataLoader
 
@@ -337,7 +364,7 @@ def finetune(model: MIRNetV2, data_dir: str | Path | None, steps: int, *, inputs
         raise ConfigError(f"patch={patch}: must be a multiple of the model's pad multiple {m} (e.g. {m * 8})")
     dataset = _train_set(data_dir, inputs, seed)
     schedule = ProgressiveSchedule([steps], [patch], [batch])
-    loader = DataLoader(dataset, batch_sampler=StepBatchSampler(schedule), num_workers=0)
+    loader = DataLoader(dataset, batch_sampler=StepBatchSampler(schedule), num_workers=workers)
 
     if device is not None:
         model = model.to(device)
@@ -362,7 +389,8 @@ def finetune(model: MIRNetV2, data_dir: str | Path | None, steps: int, *, inputs
 def prune_file(model_path: str | Path, out: str | Path, *, data: str | Path,
                macs_ratio: float | None = None, params_ratio: float | None = None,
                finetune_steps: int = 0, eval_data: str | Path | None = None, sigma: float | None = None,
-               protocol: str | None = None, teacher_weight: float = 0.5,
+               protocol: str | None = None, teacher_weight: float = 0.5, rrgs: int | None = None,
+               width: int | None = None, workers: int = 1,
                eval_limit: int | None = 4, eval_crop: int | None = 256, importance: str = "l1",
                global_pruning: bool = False, round_to: int | None = None, lr: float = 1e-3,
                batch: int = 8, patch: int = 64, ema_decay: float = 0.0, seed: int = 0,
@@ -370,7 +398,9 @@ def prune_file(model_path: str | Path, out: str | Path, *, data: str | Path,
     """Load weights, report params/MACs/PSNR, prune, fine-tune on ``data`` (distilled from the
     unpruned model with ``teacher_weight``; 0 trains on the ground truth only), evaluate again and
     write ``out`` (.safetensors + manifest with ``pruned`` and ``prune`` records). Returns the
-    ``prune`` record. Fine-tuning and PSNR use the model's own inputs
+    ``prune`` record. ``rrgs``/``width`` first remove blocks (:func:`prune_depth`), then
+    ``macs_ratio``/``params_ratio`` channels (:func:`prune`); give at least one of them.
+    Fine-tuning and PSNR use the model's own inputs
     (:func:`mirnet.sdk.mixture.model_inputs`: its training degradations, or AWGN ``sigma``, camera
     preset ``protocol``, or the pairs of a folder with paired sub-folders), made from ``data`` and
     ``eval_data`` (default ``data``)."""
@@ -379,12 +409,17 @@ def prune_file(model_path: str | Path, out: str | Path, *, data: str | Path,
     from mirnet.train.loop import validate
 
     log = log or (lambda _msg: None)
-    if (macs_ratio is None) == (params_ratio is None):
-        raise ConfigError(f"give exactly one of --macs-ratio or --params-ratio (got {macs_ratio!r} and "
+    if macs_ratio is not None and params_ratio is not None:
+        raise ConfigError(f"give one of --macs-ratio or --params-ratio, not both (got {macs_ratio!r} and "
                           f"{params_ratio!r})")
-    flag, value = ("--macs-ratio", macs_ratio) if macs_ratio is not None else ("--params-ratio", params_ratio)
-    _ratio(flag, value, allow_zero=False, what=", the share to remove, e.g. 0.5")
-    require("torch_pruning", "optimize")
+    channels = macs_ratio is not None or params_ratio is not None
+    if not channels and rrgs is None and width is None:
+        raise ConfigError("say what to remove: --macs-ratio R or --params-ratio R (channels), and/or --rrgs N / "
+                          "--width W (blocks)")
+    if channels:
+        flag, value = ("--macs-ratio", macs_ratio) if macs_ratio is not None else ("--params-ratio", params_ratio)
+        _ratio(flag, value, allow_zero=False, what=", the share to remove, e.g. 0.5")
+        require("torch_pruning", "optimize")
     out = Path(out)
     if out.suffix != ".safetensors":
         raise ConfigError(f"-o {out}: the pruned model is written as .safetensors; got suffix {out.suffix!r}")
@@ -417,8 +452,10 @@ def prune_file(model_path: str | Path, out: str | Path, *, data: str | Path,
     calib = calibration_batches(data, inputs, batch=min(batch, 4), patch=patch, seed=seed) \
         if importance == "taylor" else None
     teacher = copy.deepcopy(model).eval() if finetune_steps and teacher_weight > 0 else None
-    pruned = prune(model, macs_ratio=macs_ratio, params_ratio=params_ratio, importance=importance,
-                   calib_batches=calib, global_pruning=global_pruning, round_to=round_to)
+    pruned = prune_depth(model, rrgs=rrgs, width=width)
+    if channels:
+        pruned = prune(pruned, macs_ratio=macs_ratio, params_ratio=params_ratio, importance=importance,
+                       calib_batches=calib, global_pruning=global_pruning, round_to=round_to)
     params1, macs1 = counts(pruned)
     log(f"pruned:     {params1:,} params ({1 - params1 / params0:.1%} fewer), {macs1 / 1e9:.3f} GMAC "
         f"({1 - macs1 / macs0:.1%} fewer)")
@@ -428,11 +465,11 @@ def prune_file(model_path: str | Path, out: str | Path, *, data: str | Path,
     if finetune_steps:
         pruned = finetune(pruned, data, finetune_steps, inputs=inputs, teacher=teacher,
                           teacher_weight=teacher_weight, lr=lr, batch=batch, patch=patch,
-                          ema_decay=ema_decay, seed=seed, quiet=quiet)
+                          ema_decay=ema_decay, seed=seed, workers=workers, quiet=quiet)
         psnr2 = psnr_of(pruned)
         log(f"fine-tuned: PSNR {psnr2:.2f} dB after {finetune_steps} steps")
     record = {
-        "target": {"macs_ratio": macs_ratio, "params_ratio": params_ratio},
+        "target": {"macs_ratio": macs_ratio, "params_ratio": params_ratio, "rrgs": rrgs, "width": width},
         "importance": importance, "global_pruning": global_pruning, "round_to": round_to,
         "params_before": params0, "params_after": params1,
         "macs_before": macs0, "macs_after": macs1, "macs_at": [256, 256],
@@ -447,5 +484,7 @@ def prune_file(model_path: str | Path, out: str | Path, *, data: str | Path,
     }
     pruned_info = {"macs_ratio": record["macs_ratio"], "params_ratio": record["params_ratio"],
                    "target": record["target"], "importance": importance, "global_pruning": global_pruning}
-    save_weights(pruned.cpu().eval(), out, variant=variant, source=source, pruned=pruned_info, prune=record)
+    save_weights(pruned.cpu().eval(), out, variant=variant if pruned.config == model.config else None, source=source,
+                 pruned=pruned_info,
+                 prune=record, **({"training": manifest["training"]} if (manifest or {}).get("training") else {}))
     return record

@@ -44,7 +44,7 @@ def run_prune(args) -> int:
     record = prune_file(
         args.model, out, data=args.data, macs_ratio=args.macs_ratio, params_ratio=args.params_ratio,
         finetune_steps=args.finetune_steps, eval_data=args.eval_data, sigma=args.sigma, protocol=args.protocol,
-        teacher_weight=args.teacher_weight,
+        teacher_weight=args.teacher_weight, rrgs=args.rrgs, width=args.width, workers=args.workers,
         eval_limit=args.eval_limit or None, eval_crop=args.eval_crop or None, importance=args.importance,
         global_pruning=args.global_pruning, round_to=args.round_to, lr=args.lr, batch=args.batch,
         patch=args.patch, ema_decay=args.ema, seed=args.seed, quiet=args.quiet, log=say)
@@ -66,10 +66,15 @@ def run_prune(args) -> int:
 def _add_prune(sub) -> None:
     p = sub.add_parser("prune", help="structured channel pruning, fine-tuning and PSNR check")
     p.add_argument("model", help="a .safetensors/.pth file or a bundled model name")
-    ratio = p.add_mutually_exclusive_group(required=True)
+    ratio = p.add_mutually_exclusive_group()
     ratio.add_argument("--macs-ratio", type=float, metavar="R", help="remove this share of the MACs (0 < R < 1)")
     ratio.add_argument("--params-ratio", type=float, metavar="R",
                        help="remove this share of the parameters (0 < R < 1)")
+    p.add_argument("--rrgs", type=positive_int, default=None, metavar="N",
+                   help="keep the first N recursive residual groups (removes blocks; latency follows blocks more "
+                   "than MACs on the edge variants)")
+    p.add_argument("--width", type=positive_int, default=None, metavar="W",
+                   help="run each multi-scale block's exchange W times (fewer than the model's)")
     p.add_argument("--data", required=True, help="fine-tuning data: clean images (degraded as the model's inputs) "
                    "or paired sub-folders (low/high, NOISY/GT, input/target, lq/gt)")
     p.add_argument("--finetune-steps", type=int, default=0, metavar="N", help="fine-tuning steps (default 0)")
@@ -90,6 +95,8 @@ def _add_prune(sub) -> None:
     p.add_argument("--patch", type=int, default=64, help="fine-tuning patch size (default 64)")
     p.add_argument("--ema", type=float, default=0.0, metavar="DECAY", help="EMA decay of the fine-tuned "
                    "weights (default 0: off)")
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="processes making fine-tuning crops "
+                   "(default 1; 0: in the training process)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.add_argument("-o", "--output", required=True, help="output .safetensors path (manifest written beside it)")

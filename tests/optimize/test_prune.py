@@ -211,7 +211,7 @@ def test_cli_prune_end_to_end(tiny_weights, tiny_data, tmp_path, capsys):
     assert "params" in captured.out and "GMAC/256x256" in captured.out and "fine-tuned" in captured.out
     manifest = artifact.read_manifest(out, kind="weights")
     record = manifest["prune"]
-    assert record["target"] == {"macs_ratio": 0.5, "params_ratio": None}
+    assert record["target"] == {"macs_ratio": 0.5, "params_ratio": None, "rrgs": None, "width": None}
     assert record["macs_ratio"] >= 0.45 and record["macs_after"] < record["macs_before"]
     assert record["params_after"] < record["params_before"]
     ev = record["eval"]
@@ -266,7 +266,8 @@ def test_finetune_distils_from_the_teacher(tiny_weights, tiny_data):
     (["--macs-ratio", "0.5", "--params-ratio", "0.5"], "not allowed with argument"),
     (["--macs-ratio", "1.5"], "--macs-ratio=1.5: must be a number in (0, 1)"),
     (["--params-ratio", "0"], "--params-ratio=0.0: must be a number in (0, 1)"),
-    ([], "one of the arguments --macs-ratio --params-ratio is required"),
+    ([], "say what to remove: --macs-ratio R or --params-ratio R (channels), and/or --rrgs N"),
+    (["--rrgs", "2"], "--rrgs 2: keep from 1 to 1"),
 ])
 def test_cli_prune_bad_arguments_exit_2(tiny_weights, tiny_data, tmp_path, capsys, args, match):
     from mirnet.sdk.cli import main
@@ -279,6 +280,39 @@ def test_cli_prune_bad_arguments_exit_2(tiny_weights, tiny_data, tmp_path, capsy
     assert code == 2
     assert match in capsys.readouterr().err
     assert not (tmp_path / "o.safetensors").exists()
+
+
+def test_depth_pruning_keeps_the_trained_layers(tmp_path, tiny_data):
+    """lite minus its second RRG and second exchange round is nano-shaped, keeps the kept layers'
+    weights, saves and loads without a pruned layout, and the CLI records it."""
+    from mirnet.optimize.prune import prune_depth
+    from mirnet.sdk import artifact
+    from mirnet.sdk.cli import main
+
+    torch.manual_seed(0)
+    lite = create_model("lite").eval()
+    small = prune_depth(lite, rrgs=1, width=1)
+    assert small.config == lite.config.replace(n_rrg=1, width=1) and lite.config.n_rrg == 2  # lite untouched
+    fresh = create_model(small.config)
+    assert set(small.state_dict()) == set(fresh.state_dict())
+    for key, value in small.state_dict().items():
+        assert torch.equal(value, lite.state_dict()[key]), key
+    x = torch.rand(1, 3, 32, 48)
+    fresh.load_state_dict(small.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(small(x), fresh.eval()(x))
+    assert count_macs(small, 64, 64) < 0.5 * count_macs(lite, 64, 64)
+    with pytest.raises(ConfigError, match="--width 3: keep from 1 to 2"):
+        prune_depth(lite, width=3)
+    src = save_weights(lite, tmp_path / "lite.safetensors", variant="lite",
+                       training={"data": [{"clean": "x", "degrade": {"awgn_sigma": [0, 50]}}]})
+    out = tmp_path / "fast.safetensors"
+    assert main(["prune", str(src), "--rrgs", "1", "--width", "1", "--data", str(tiny_data), "--finetune-steps", "2",
+                 "--batch", "2", "--patch", "32", "--workers", "0", "-o", str(out), "-q"]) == 0
+    manifest = artifact.read_manifest(out, kind="weights")
+    assert manifest["config"]["n_rrg"] == 1 and manifest["config"]["width"] == 1 and manifest["variant"] is None
+    assert manifest["prune"]["target"]["rrgs"] == 1 and manifest["training"]["data"][0]["clean"] == "x"
+    assert load_model(out)(x).shape == x.shape
 
 
 def test_round_to_keeps_channel_multiples():
