@@ -320,6 +320,16 @@ def test_info(which, request, capsys):
         assert manifest["source"]["sha256"] == sha256_file(request.getfixturevalue("tiny_weights"))
 
 
+def test_info_summarises_the_training_record(capsys):
+    """The bundled model's training record is thousands of characters: info prints one short line,
+    --json the full record."""
+    assert main(["info", "denoise-lite"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.lstrip().startswith("training"))
+    assert len(line) < 300 and "steps" in line and "camera model" in line and "--json" in line
+    assert main(["info", "denoise-lite", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["training"]["data"]) >= 3
+
+
 def test_info_modified_artifact(tiny_onnx, tmp_path, capsys):
     bad = tmp_path / "bad.onnx"
     shutil.copy(tiny_onnx, bad)

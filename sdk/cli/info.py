@@ -40,10 +40,36 @@ def run_info(args) -> int:
     print("  config    " + ", ".join(f"{k}={v}" for k, v in manifest["config"].items()))
     if manifest.get("source"):
         print(f"  source    {manifest['source']['file']} ({manifest['source']['sha256'][:16]}...)")
-    for key in ("opset", "parity", "build", "training", "metrics"):
+    for key in ("opset", "parity", "build", "metrics"):
         if manifest.get(key) is not None:
             print(f"  {key:<9} {json.dumps(manifest[key])}")
+    if manifest.get("training"):
+        print(f"  training  {_training_summary(manifest['training'])} (--json: the full record)")
     return 0
+
+
+def _training_summary(training: dict) -> str:
+    """One line: run name, steps, time, machine and the inputs it was trained on."""
+    from ..errors import ConfigError
+    from ..mixture import Mixture
+
+    parts = [str(training.get("name", "?"))]
+    if training.get("steps") is not None:
+        parts.append(f"{training['steps']:,} steps")
+    if training.get("minutes") is not None:
+        parts.append(f"{training['minutes']:.0f} min")
+    if training.get("machine"):
+        parts.append(f"on {training['machine']}")
+    data = training.get("data") or []
+    try:
+        mixture = Mixture.from_records(data)
+    except ConfigError:
+        mixture = None
+    pairs = sum(1 for d in data if isinstance(d, dict) and d.get("clean") is None)
+    inputs = [mixture.describe()] if mixture else []
+    if pairs:
+        inputs.append(f"{pairs} paired source(s)")
+    return ", ".join(parts) + (f"; inputs: {' + '.join(inputs)}" if inputs else "")
 
 
 def _auto_backend(model: str, shown) -> str:
