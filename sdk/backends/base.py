@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ConfigError, InputError
+from ..errors import ArtifactError, ConfigError, InputError
 from ..ops import reference
 
 #: channel orders of H x W x 3 frames, and the camera formats of :meth:`Backend.restore_frames_async`
@@ -90,6 +90,15 @@ def check_frames(frames: Sequence[np.ndarray], order: str, camera: str | None = 
         except ValueError as exc:
             raise InputError(f"camera={camera!r}: {exc}") from exc
     return len(frames), h, w
+
+
+def io_mismatch(path, side: str, spec: InputSpec, found: str) -> ArtifactError:
+    """The error for a model file whose ``side`` (input or output) is not the one its manifest
+    describes; ``found`` lists what the file has."""
+    name, channels = (spec.input_name, spec.channels) if side == "input" else (spec.output_name, spec.out_channels)
+    return ArtifactError(f"{path}: manifest io.{side} says {name!r} {spec.dtype} with {channels} channels, but the "
+                         f"file's {side}s are {found}: the manifest does not describe this file; recreate it with "
+                         f"the command that produced the artifact")
 
 
 def _activation_channels(config: dict) -> int:

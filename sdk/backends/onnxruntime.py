@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import artifact
 from ..errors import ArtifactError, require
-from .base import Backend, InputSpec, check_threads
+from .base import Backend, InputSpec, check_threads, io_mismatch
 
 
 class OrtBackend(Backend):
@@ -50,11 +50,7 @@ class OrtBackend(Backend):
             ok = (arg is not None and arg.name == name and (side == "output" or arg.type == want_type)
                   and (len(dims) != 4 or not isinstance(dims[1], int) or dims[1] == channels))
             if not ok:
-                graph = ", ".join(f"{a.name!r} {a.type} {a.shape}" for a in args)
-                raise ArtifactError(
-                    f"{self.path}: manifest io.{side} says {name!r} {spec.dtype} with {channels} channels, but "
-                    f"the ONNX graph's {side}s are {graph}: the manifest does not describe this file; recreate "
-                    f"it with the command that produced the artifact")
+                raise io_mismatch(self.path, side, spec, ", ".join(f"{a.name!r} {a.type} {a.shape}" for a in args))
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         self.input_spec.check(batch)

@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import artifact
 from ..errors import ArtifactError, ConfigError, require
-from .base import Backend, InputSpec, check_threads
+from .base import Backend, InputSpec, check_threads, io_mismatch
 
 #: values of ``precision``: ``auto`` is bf16 on a CPU with BF16, else f32
 PRECISIONS = ("auto", "f32", "bf16")
@@ -109,12 +109,8 @@ class OpenVinoBackend(Backend):
                   and (shape.rank.is_dynamic or shape.rank.get_length() != 4 or shape[1].is_dynamic
                        or shape[1].get_length() == channels))
             if not ok:
-                graph = ", ".join(f"{sorted(p.get_names())} {p.get_element_type().get_type_name()} {p.partial_shape}"
-                                  for p in ports)
-                raise ArtifactError(
-                    f"{self.path}: manifest io.{side} says {name!r} {spec.dtype} with {channels} channels, but "
-                    f"the model's {side}s are {graph}: the manifest does not describe this file; recreate "
-                    f"it with the command that produced the artifact")
+                raise io_mismatch(self.path, side, spec, ", ".join(
+                    f"{sorted(p.get_names())} {p.get_element_type().get_type_name()} {p.partial_shape}" for p in ports))
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         self.input_spec.check(batch)
