@@ -8,13 +8,31 @@ from mirnet.sdk import Restorer, artifact, zoo
 REPO_DATA = __import__("pathlib").Path(__file__).resolve().parents[1] / "data"
 
 
-@pytest.mark.parametrize("name", ["denoise-lite", "lowlight-lite"])
+#: bundled name -> its variant (denoise-fast: denoise-lite with one RRG and one round, no named variant)
+VARIANTS = {"denoise-lite": "lite", "lowlight-lite": "lite", "denoise-fast": None}
+
+
+def test_the_bundled_models():
+    assert set(zoo.bundled()) == set(VARIANTS)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
 def test_bundled_manifest(name):
     path = zoo.bundled()[name]
     manifest = artifact.read_manifest(path, kind="weights")
-    assert manifest["variant"] == "lite"
+    assert manifest["variant"] == VARIANTS[name]
     assert manifest["training"]["steps"] > 0 and manifest["training"]["data"]
     assert manifest["metrics"]["val_psnr"] > 20
+
+
+def test_denoise_fast_records_its_recipe():
+    """denoise-fast is made from the default model by `mirnet prune` (blocks removed, distilled)."""
+    manifest = artifact.read_manifest(zoo.bundled()["denoise-fast"], kind="weights")
+    prune = manifest["prune"]
+    assert manifest["source"]["file"].endswith("denoise-lite.safetensors")
+    assert prune["target"]["rrgs"] == 1 and prune["target"]["width"] == 1
+    assert prune["finetune"]["distillation"]["teacher"] == "denoise-lite.safetensors"
+    assert manifest["config"]["n_rrg"] == 1 and manifest["config"]["width"] == 1
 
 
 def test_default_model_is_bundled():
@@ -30,7 +48,7 @@ def test_lowlight_lite_brightens_a_dark_frame(tmp_path, monkeypatch):
     assert out.mean() > 4 * dark.mean()
 
 
-@pytest.mark.parametrize("name", ["denoise-lite", "lowlight-lite"])
+@pytest.mark.parametrize("name", VARIANTS)
 def test_shipped_onnx_is_the_export_of_the_shipped_weights(name, tmp_path):
     """The ONNX that edge installs run must be today's export of today's weights: same source hash,
     same config, and a fresh export computes the same numbers."""
@@ -45,7 +63,7 @@ def test_shipped_onnx_is_the_export_of_the_shipped_weights(name, tmp_path):
         f"{shipped.name} was exported from other weights: re-export with "
         f"`mirnet export onnx {name} -o sdk/zoo/{name}.onnx --force`")
     assert manifest["config"] == artifact.read_manifest(weights, kind="weights")["config"]
-    assert manifest["variant"] == "lite" and manifest["precision"] == "fp32"
+    assert manifest["variant"] == VARIANTS[name] and manifest["precision"] == "fp32"
     fresh = export_onnx(load_model(weights), tmp_path / "fresh.onnx", source=weights)
     x = np.random.default_rng(0).random((1, 3, 48, 64), dtype=np.float32)
     outs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
