@@ -36,6 +36,7 @@ from mirnet.sdk.errors import ArtifactError, ConfigError, require
 from mirnet.sdk.evalsets import EvalSet
 from mirnet.sdk.evaluate import score
 from mirnet.sdk.model import create_model, load_model, save_weights
+from mirnet.sdk.model.config import get_variant
 from mirnet.sdk.ops import run_padded
 
 from .config import TrainConfig
@@ -342,7 +343,9 @@ class Trainer:
         # gates synthesise the model's own inputs from
         training = {"name": self.cfg.name, "steps": self.step, "data": config["sources"], "config": config,
                     "world_size": self.world, "device": str(self.device)}
-        return save_weights(model, path, variant=self.cfg.variant, training=training, metrics=metrics or {})
+        # `model:` overrides make another network than the named variant: no variant then
+        variant = self.cfg.variant if self.cfg.model_config() == get_variant(self.cfg.variant) else None
+        return save_weights(model, path, variant=variant, training=training, metrics=metrics or {})
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> Path:

@@ -119,6 +119,7 @@ def test_training_reduces_the_loss_and_validates(tmp_path):
     assert [r["step"] for r in vals] == [30, 60] and all(np.isfinite(r["val_psnr"]) for r in vals)
     manifest = json.loads(Path(str(final) + ".json").read_text())
     assert manifest["training"]["steps"] == 60 and manifest["metrics"]["val_n"] == 2
+    assert manifest["variant"] == "nano"  # `model: {n_rrg: 1}` is nano's own value
     assert manifest["training"]["data"][0]["degrade"]["awgn_sigma"] == [25.0, 25.0]  # the model's own inputs
     assert (tmp_path / "run" / "best.safetensors").is_file()
 
@@ -190,6 +191,13 @@ def test_eval_protocol_known_answer(tmp_path, capsys):
         mse = np.mean((np.clip(noisy, 0, 1) - clean) ** 2)
         want.append(10 * np.log10(1 / mse))
     assert result["psnr"] == pytest.approx(np.mean(want), abs=1e-3)
+
+
+def test_a_model_override_is_not_the_named_variant(tmp_path):
+    data = _config(tmp_path, iters=[2], patch=[16], batch=[2], checkpoint_every=2, model={"n_feat": 32})
+    final = Trainer(TrainConfig.from_dict(data), quiet=True).fit()
+    manifest = json.loads(Path(str(final) + ".json").read_text())
+    assert manifest["variant"] is None and manifest["config"]["n_feat"] == 32
 
 
 def test_shipped_configs_parse():
