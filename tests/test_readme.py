@@ -2,6 +2,7 @@
 example line parses with the real argument parser (synopsis lines with placeholders are skipped)."""
 import re
 import shlex
+import sys
 from pathlib import Path
 
 import cv2
@@ -107,3 +108,50 @@ def test_stream_example_runs(monkeypatch, tmp_path):
     exec(compile(code, "README.md", "exec"), scope)
     assert scope["stats"]["frames"] == 3
     assert cv2.VideoCapture(str(tmp_path / "restored.mp4")).get(cv2.CAP_PROP_FRAME_COUNT) == 3
+
+
+def _exit_table() -> dict[int, str]:
+    """The README's exit-status table: status -> cause."""
+    table = README.split("Exit status, the same for the same cause in every command:")[1].split("\n\n")[1]
+    rows = {}
+    for line in table.splitlines()[2:]:
+        status, cause = [cell.strip() for cell in line.strip("|").split("|", 1)]
+        for code in status.split("/"):
+            rows[int(code)] = cause
+    return rows
+
+
+def test_exit_status_table_is_what_the_cli_returns(tmp_path, tiny_weights, tiny_onnx, capsys, monkeypatch):
+    """Every status the README lists is one the CLI returns for that cause: the error classes' codes
+    plus success and the signal statuses (SIGINT/SIGTERM and a closed stdout are exercised in
+    tests/test_cli_errors.py, a truncated video's 1 there too, a server's 7 in tests/serve)."""
+    from mirnet.sdk import errors
+
+    table = _exit_table()
+    classes = {c.exit_code for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.MirnetError)}
+    assert set(table) == classes | {0, 130, 143, 141}
+    bad_manifest = tmp_path / "m.safetensors"
+    bad_manifest.write_bytes(tiny_weights.read_bytes())
+    (tmp_path / "m.safetensors.json").write_text("{}")
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    cv2.imwrite(str(clean / "a.png"), cv2.imread(str(REPO / "tests" / "data" / "sample_clean.png"))[:64, :64])
+    cases = {
+        0: ["info", "denoise-lite"],
+        2: ["restore", str(REPO / "tests" / "data" / "sample_noisy.png"), "-o", str(tmp_path / "o"), "--threads", "0"],
+        3: ["eval", "--model", str(tiny_onnx), "--data", str(clean), "--sigma", "5", "--backend", "ort"],
+        4: ["info", str(bad_manifest)],
+        5: ["restore", str(tmp_path / "missing.png"), "-o", str(tmp_path / "o")],
+        6: ["gate", "denoise-fast", "--reference", "denoise-lite", "--data", str(clean), "--sigma", "25",
+            "--top", "0"],
+    }
+    for status, argv in cases.items():
+        with monkeypatch.context() as mp:
+            if status == 3:
+                mp.setitem(sys.modules, "onnxruntime", None)  # as if the [ort] extra were not installed
+            try:
+                code = main(argv)
+            except SystemExit as exc:  # argparse usage errors
+                code = exc.code
+        assert code == status, (status, table[status], argv, capsys.readouterr().err)
+    capsys.readouterr()
