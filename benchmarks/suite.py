@@ -52,9 +52,9 @@ class Runner:
 def _openvino_runners(path: Path, label: str, precision: str, threads: int, **fields) -> list[Runner]:
     """``path`` (.onnx or .xml) on OpenVINO in f32 and, where the CPU has BF16, in bf16 (the float
     parts of an INT8 IR too); none when openvino is not installed."""
-    from mirnet.sdk.backends import _has
+    import importlib.util
 
-    if not _has("openvino"):
+    if importlib.util.find_spec("openvino") is None:
         return []
     from mirnet.sdk.backends.openvino import OpenVinoBackend, cpu_capabilities
 

@@ -451,7 +451,7 @@ def prune_file(model_path: str | Path, out: str | Path, *, data: str | Path,
     log(f"before:     PSNR {psnr0:.2f} dB on {evalset!r}")
     calib = calibration_batches(data, inputs, batch=min(batch, 4), patch=patch, seed=seed) \
         if importance == "taylor" else None
-    teacher = copy.deepcopy(model).eval() if finetune_steps and teacher_weight > 0 else None
+    teacher = model if finetune_steps and teacher_weight > 0 else None  # prune_depth and prune leave it as it is
     pruned = prune_depth(model, rrgs=rrgs, width=width)
     if channels:
         pruned = prune(pruned, macs_ratio=macs_ratio, params_ratio=params_ratio, importance=importance,

@@ -184,19 +184,14 @@ class EvalSet(Sequence):
         crop first, odd sizes cut to even ones (4:2:0). A monochrome preset's targets are gray."""
         from .camera import preset
 
-        return cls._synthesized(folder, preset(protocol).apply, seed=seed, limit=limit, crop=crop,
-                                how=f"camera preset {protocol}")
+        return cls.synthesized(folder, preset(protocol).apply, seed=seed, limit=limit, crop=crop,
+                               how=f"camera preset {protocol}")
 
     @classmethod
-    def from_mixture(cls, folder: str | Path, mixture, *, seed: int = 0, limit: int | None = None,
-                     crop: int | None = None) -> "EvalSet":
-        """Clean images turned into a model's own inputs by its training ``mixture``
-        (:class:`mirnet.sdk.mixture.Mixture`), with the seeding and cropping of :meth:`from_protocol`."""
-        return cls._synthesized(folder, mixture.apply, seed=seed, limit=limit, crop=crop,
-                                how=f"training degradations ({mixture.describe()})")
-
-    @classmethod
-    def _synthesized(cls, folder, apply, *, seed: int, limit: int | None, crop: int | None, how: str) -> "EvalSet":
+    def synthesized(cls, folder, apply, *, seed: int, limit: int | None, crop: int | None, how: str) -> "EvalSet":
+        """The clean images of ``folder`` (the optional centre crop first, odd sizes cut to even
+        ones for 4:2:0) turned into pairs by ``apply(clean, rng) -> (degraded, target)``, image
+        ``i`` with ``np.random.default_rng([seed, i])``; ``how`` names ``apply`` in the description."""
         cls._check_common(limit, crop)
         pairs, names = [], []
         for i, p in enumerate(list_images(folder)[:limit]):

@@ -90,8 +90,11 @@ class Mixture:
             try:
                 camera = CameraConfig.from_dict(rec["camera"]) if rec.get("camera") is not None else None
                 degrade = DegradeConfig.from_dict(rec.get("degrade") or {})
+                gray_prob = float(rec.get("gray_prob", 0.0))
+                if not 0 <= gray_prob <= 1:
+                    raise ConfigError(f"gray_prob={gray_prob!r} is not a probability in [0, 1]")
                 sources.append(MixSource(weight=float(rec.get("weight", 1.0)), camera=camera, degrade=degrade,
-                                         gray_prob=float(rec.get("gray_prob", 0.0))))
+                                         gray_prob=gray_prob))
             except (ConfigError, TypeError, ValueError) as exc:
                 raise ConfigError(f"training.data[{i}]: {exc}") from None
         return cls(sources) if sources else None
@@ -158,8 +161,8 @@ class ModelInputs:
                                       high_prefix=high_prefix)
         if folder is None:
             raise ConfigError(f"{self.description}: give a folder of clean images to synthesise the inputs from")
-        return EvalSet._synthesized(folder, self.synthesizer(), seed=seed, limit=limit, crop=crop,
-                                    how=self.description)
+        return EvalSet.synthesized(folder, self.synthesizer(), seed=seed, limit=limit, crop=crop,
+                                   how=self.description)
 
     def record(self) -> dict[str, Any]:
         """For manifests: the kind and its parameter."""

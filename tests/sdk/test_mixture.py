@@ -56,6 +56,8 @@ def test_mixture_from_the_bundled_manifest():
     assert Mixture.from_records([{"low": "a", "high": "b"}]) is None  # paired sources need their folders
     with pytest.raises(ConfigError, match=r"training.data\[0\].*awgn_sigma"):
         Mixture.from_records([{"clean": "x", "degrade": {"awgn_sigma": 25}}])
+    with pytest.raises(ConfigError, match=r"training.data\[0\]: gray_prob=1.5 is not a probability"):
+        Mixture.from_records([{"clean": "x", "degrade": {"awgn_sigma": [0, 50]}, "gray_prob": 1.5}])
     with pytest.raises(ConfigError, match=r"training.data\[1\] must be a mapping"):
         Mixture.from_records([{"clean": "x"}, "oops"])
 
