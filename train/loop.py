@@ -36,6 +36,7 @@ from mirnet.sdk.errors import ArtifactError, ConfigError, require
 from mirnet.sdk.evalsets import EvalSet
 from mirnet.sdk.evaluate import score
 from mirnet.sdk.model import create_model, load_model, save_weights
+from mirnet.sdk.model.arch import deepen
 from mirnet.sdk.model.config import get_variant
 from mirnet.sdk.ops import run_padded
 
@@ -231,9 +232,13 @@ class Trainer:
         model_cfg = cfg.model_config()
         if cfg.init:
             model = load_model(cfg.init)
+            if model.config != model_cfg and model.config == model_cfg.replace(n_rrg=model.config.n_rrg) \
+                    and model.config.n_rrg < model_cfg.n_rrg:
+                model = deepen(model, model_cfg.n_rrg)
             if model.config != model_cfg:
                 raise ConfigError(f"init weights {cfg.init} have config {model.config}, but the run asks "
-                                  f"for {model_cfg}; drop `init` or match `variant`/`model`")
+                                  f"for {model_cfg}; drop `init` or match `variant`/`model` (only `n_rrg` "
+                                  f"may grow: added groups start as identities)")
         else:
             model = create_model(model_cfg)
         self.model = model.to(self.device).train()

@@ -9,6 +9,8 @@ in-place adds, plain
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -194,3 +196,28 @@ def from_official(**kwargs) -> MIRNetV2:
         from ..errors import ConfigError
         raise ConfigError(f"unknown official MIRNet_v2 arguments {unknown}; valid: {list(OFFICIAL_KWARGS)}")
     return MIRNetV2(official_config(**kwargs))
+
+
+def deepen(model: MIRNetV2, n_rrg: int) -> MIRNetV2:
+    """A copy of ``model`` with ``n_rrg`` recursive residual groups that computes the same function:
+    the trained groups keep their weights and each added group (with the conv groups its position
+    takes, see ``MIRNetV2Config.groups``) has its closing conv zeroed, so its residual passes the
+    features through unchanged until training moves it. Used to grow a trained edge model instead
+    of training the deeper one from scratch."""
+    cfg = model.config
+    if isinstance(n_rrg, bool) or not isinstance(n_rrg, int) or n_rrg < cfg.n_rrg:
+        raise InputError(f"n_rrg {n_rrg!r}: deepen to at least the model's {cfg.n_rrg} groups")
+    grown = cfg.replace(n_rrg=n_rrg)
+    out = copy.deepcopy(model)
+    param = next(model.parameters())
+    added = []
+    for groups in grown.groups[cfg.n_rrg:]:
+        rrg = RRG(grown, groups).to(device=param.device, dtype=param.dtype)
+        closing = rrg.body[-1]
+        nn.init.zeros_(closing.weight)
+        if closing.bias is not None:
+            nn.init.zeros_(closing.bias)
+        added.append(rrg)
+    out.body = nn.Sequential(*out.body, *added)
+    out.config = grown
+    return out

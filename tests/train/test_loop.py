@@ -15,7 +15,8 @@ import torch
 import yaml
 
 from mirnet.sdk.cli import main
-from mirnet.sdk.errors import ConfigError
+from mirnet.sdk.errors import ConfigError, InputError
+from mirnet.sdk.model.arch import deepen
 from mirnet.train.config import TrainConfig
 from mirnet.train.loop import TrainStep, Trainer, run_steps
 
@@ -198,6 +199,36 @@ def test_a_model_override_is_not_the_named_variant(tmp_path):
     final = Trainer(TrainConfig.from_dict(data), quiet=True).fit()
     manifest = json.loads(Path(str(final) + ".json").read_text())
     assert manifest["variant"] is None and manifest["config"]["n_feat"] == 32
+
+
+def test_init_grows_a_shallower_model_from_its_function(tmp_path):
+    """``init`` weights with fewer RRGs than the run's model start the deeper model: the trained
+    groups keep their weights and the added ones pass features through (zeroed closing conv), so
+    before any step it restores exactly as the init did. Other config changes are refused."""
+    from mirnet.sdk.model import create_model, load_model, save_weights
+
+    torch.manual_seed(0)
+    small = create_model(TrainConfig.from_dict(_config(tmp_path)).model_config()).eval()
+    save_weights(small, tmp_path / "small.safetensors")
+    data = _config(tmp_path, init=str(tmp_path / "small.safetensors"), model={"n_rrg": 3}, iters=[2], patch=[16],
+                   batch=[2], checkpoint_every=2)
+    trainer = Trainer(TrainConfig.from_dict(data), quiet=True)
+    grown = copy.deepcopy(trainer.model).eval()
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        assert grown.config.n_rrg == 3 and len(grown.body) == 3
+        torch.testing.assert_close(grown(x), small(x), rtol=0, atol=0)
+    final_path = trainer.fit()
+    final = load_model(final_path)
+    assert final.config.n_rrg == 3 and final.body[2].body[-1].weight.abs().sum() > 0
+    with pytest.raises(ConfigError, match="only `n_rrg`"):
+        Trainer(TrainConfig.from_dict(dict(data, model={"n_rrg": 3, "n_feat": 32})), quiet=True)
+    with pytest.raises(ConfigError, match="only `n_rrg`"):
+        Trainer(TrainConfig.from_dict(_config(tmp_path, init=str(final_path))), quiet=True)
+    lite = deepen(create_model("lite"), 3)
+    assert {m.groups for m in lite.body[2].modules() if isinstance(m, torch.nn.Conv2d)} >= {4}
+    with pytest.raises(InputError, match="at least the model's 3"):
+        deepen(lite, 2)
 
 
 def test_shipped_configs_parse():
