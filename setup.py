@@ -7,8 +7,9 @@ found (``bin/nvcc`` and ``include/cuda_runtime.h`` under ``CUDA_HOME``, ``CUDA_P
 so the module imports on machines without a GPU or libcudart.so. Environment:
 
 * ``MIRNET_NO_CUDA=1``: build the CPU kernels only.
-* ``MIRNET_CUDA_ARCHS="80;90"``: GPU architectures (default ``75;80;86;87;89;90``); the highest
-  also ships as PTX for newer GPUs.
+* ``MIRNET_CUDA_ARCHS="80;90"``: GPU architectures (default ``75;80;86;87;89;90``; on a Jetson,
+  recognised by ``/etc/nv_tegra_release`` or a ``nvidia,tegra`` device tree, ``87;110``: Orin and
+  Thor); the highest also ships as PTX for newer GPUs.
 * ``MIRNET_BUILD_JOBS``: parallel compiler processes (default 2).
 * ``CUDAHOSTCXX``: host compiler for nvcc.
 
@@ -28,6 +29,7 @@ from setuptools.errors import CompileError, ExecError, LinkError
 
 EXT_SRC = "cpp_ext/src"
 DEFAULT_CUDA_ARCHS = "75;80;86;87;89;90"
+JETSON_CUDA_ARCHS = "87;110"  # Orin (JetPack 6, CUDA 12) and Thor (JetPack 7, CUDA 13 names it sm_110)
 CXX_FLAGS = ["-std=c++17", "-O3", "-g0", "-fopenmp", "-ffp-contract=off", "-fvisibility=hidden", "-Wall"]
 NVCC_FLAGS = ["-std=c++17", "-O3", "--fmad=false", "-Xcompiler", "-fPIC,-ffp-contract=off,-fvisibility=hidden"]
 
@@ -77,9 +79,27 @@ def find_cuda() -> dict | None:
     return None
 
 
+def is_jetson(root: str = "/") -> bool:
+    """A Jetson module (L4T): JetPack's release file, or a Tegra SoC in the device tree."""
+    base = Path(root)
+    if (base / "etc" / "nv_tegra_release").is_file():
+        return True
+    try:
+        return b"nvidia,tegra" in (base / "proc" / "device-tree" / "compatible").read_bytes()
+    except OSError:
+        return False
+
+
+def default_cuda_archs(root: str = "/") -> str:
+    """The architectures to build when MIRNET_CUDA_ARCHS is unset: a Jetson's own GPU generations,
+    else the discrete GPUs from Turing on (aarch64 servers such as GH200 included)."""
+    return JETSON_CUDA_ARCHS if is_jetson(root) else DEFAULT_CUDA_ARCHS
+
+
 def cuda_archs(nvcc: str) -> list[str]:
     """MIRNET_CUDA_ARCHS (or the default), minus those this nvcc cannot build."""
-    wanted = [a.strip().removeprefix("sm_") for a in os.environ.get("MIRNET_CUDA_ARCHS", DEFAULT_CUDA_ARCHS).split(";")]
+    requested = os.environ.get("MIRNET_CUDA_ARCHS", default_cuda_archs())
+    wanted = [a.strip().removeprefix("sm_") for a in requested.split(";")]
     wanted = [a for a in wanted if a]
     out = subprocess.run([nvcc, "--list-gpu-code"], capture_output=True, text=True)
     if out.returncode == 0:  # older nvcc lack the option: then try them all
@@ -88,8 +108,7 @@ def cuda_archs(nvcc: str) -> list[str]:
             log(f"nvcc cannot build sm_{arch}, skipping it")
         wanted = [a for a in wanted if a in known]
     if not wanted:
-        raise CompileError(f"no buildable CUDA architecture in MIRNET_CUDA_ARCHS="
-                           f"{os.environ.get('MIRNET_CUDA_ARCHS', DEFAULT_CUDA_ARCHS)!r}")
+        raise CompileError(f"no buildable CUDA architecture in MIRNET_CUDA_ARCHS={requested!r}")
     return wanted
 
 
@@ -184,7 +203,8 @@ EXTRAS = {
     "bench": ["matplotlib>=3.7"],
     "gui": ["opencv-python>=4.8"],
     "trt": ["tensorrt>=10", "cuda-python>=12.3"],
-    "dev": ["pytest>=8"],
+    # pybind11: the aarch64 cross-build test compiles the extension outside pip's isolated build
+    "dev": ["pytest>=8", "pybind11>=2.12"],
     # `mirnet serve` and the grpc:// / http:// backend. PyTriton 0.6.0: 0.7.0 ships no Python-backend
     # stub for Python 3.11; every release pins numpy<2 (so no Python 3.13 wheels of numpy).
     "serve": ["nvidia-pytriton==0.6.0", "tritonclient[http,grpc]>=2.50,<3"],
