@@ -39,17 +39,44 @@ def test_walk_through_runs(tmp_path, monkeypatch, capsys):
         (tmp_path / name).symlink_to(REPO / name)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MIRNET_CACHE", str(tmp_path / "cache"))
+    printed = {}
     for line in walk.strip().splitlines():
-        args = shlex.split(line)[1:]
+        command, _, comment = line.partition("  # ")
+        expected = {int(c) for c in re.findall(r"\bexit (\d+)", comment)} or {0}
+        args = shlex.split(command)[1:]
+        capsys.readouterr()
         code = main(args)
-        if args[0] == "build-engine":
-            assert code in (0, 3), line  # 3: TensorRT is missing here, with the trtexec command printed
-            if code == 3:
-                assert "trtexec --onnx=lite.onnx" in capsys.readouterr().err
-        else:
-            assert code == 0, line
-    assert sorted(p.name for p in (tmp_path / "restored-frames").iterdir()) == ["000000.png", "000001.png"]
+        printed[args[0]] = capsys.readouterr()
+        assert code in expected, f"{line}: exit {code}\n{printed[args[0]].err[-2000:]}"
+        if code == 3:  # build-engine without TensorRT prints the trtexec command instead
+            assert args[0] == "build-engine" and "trtexec --onnx=lite.onnx" in printed[args[0]].err
+    assert sorted(p.name for p in (tmp_path / "restored-frames").iterdir()) == ["000000.png"]
+    _check_quoted_numbers({name: out.out + out.err for name, out in printed.items()})
     assert (tmp_path / "lite-int8.onnx").is_file() and (tmp_path / "bench-demo.json").is_file()
+
+
+def _number(pattern: str, text: str, where: str) -> float:
+    found = re.search(pattern, text)
+    assert found, f"{where}: no match for {pattern!r}"
+    return float(found.group(1))
+
+
+def _check_quoted_numbers(printed: dict[str, str]) -> None:
+    """The walk-through's "What the numbers mean" quotes what the commands print, within rounding
+    across CPUs (bf16 or f32, thread timing never enters)."""
+    text = README[README.index("What the numbers mean"):README.index("## Python API")]
+    eval_out = _number(r"PSNR ([\d.]+) dB \(input", text, "README")
+    eval_in = _number(r"\(input ([\d.]+) dB\)", text, "README")
+    assert abs(_number(r"PSNR ([\d.]+) dB \(input", printed["eval"], "eval") - eval_out) <= 0.05
+    assert abs(_number(r"\(input ([\d.]+) dB\)", printed["eval"], "eval") - eval_in) <= 0.01
+    prune = re.search(r"before ([\d.]+) dB, pruned [\d.]+ dB, fine-tuned ([\d.]+) dB", printed["prune"])
+    assert prune, printed["prune"][-1000:]
+    loss = float(prune.group(1)) - float(prune.group(2))
+    assert abs(loss - _number(r"MACs costs ([\d.]+) dB", text, "README")) <= 0.3
+    quant = _number(r"loss \+?(-?[\d.]+) dB \(limit", printed["quantize"], "quantize")
+    assert abs(quant - _number(r"passes \(([\d.]+) dB lost\)", text, "README")) <= 0.05
+    gate = _number(r"it loses ([\d.]+) dB PSNR", printed["gate"], "gate")
+    assert abs(gate - _number(r"where\s+it loses ([\d.]+) dB", text, "README")) <= 0.05
 
 
 @pytest.mark.parametrize("line", _example_lines())
@@ -65,7 +92,7 @@ def test_main_command_restores_the_sample_with_the_bundled_model(tmp_path, monke
     monkeypatch.chdir(REPO)
     monkeypatch.setenv("MIRNET_CACHE", str(tmp_path / "cache"))
     assert main(args) == 0
-    clean = cv2.imread(str(REPO / "tests/data/sample_clean.png")).astype(np.float32) / 255
+    clean = cv2.imread(str(REPO / "tests/data/clean/sample_clean.png")).astype(np.float32) / 255
     noisy = cv2.imread(str(REPO / "tests/data/sample_noisy.png")).astype(np.float32) / 255
     restored = cv2.imread(str(tmp_path / "restored" / "sample_noisy.png")).astype(np.float32) / 255
     assert restored.shape == noisy.shape
@@ -135,7 +162,7 @@ def test_exit_status_table_is_what_the_cli_returns(tmp_path, tiny_weights, tiny_
     (tmp_path / "m.safetensors.json").write_text("{}")
     clean = tmp_path / "clean"
     clean.mkdir()
-    cv2.imwrite(str(clean / "a.png"), cv2.imread(str(REPO / "tests" / "data" / "sample_clean.png"))[:64, :64])
+    cv2.imwrite(str(clean / "a.png"), cv2.imread(str(REPO / "tests" / "data" / "clean" / "sample_clean.png"))[:64, :64])
     cases = {
         0: ["info", "denoise-lite"],
         2: ["restore", str(REPO / "tests" / "data" / "sample_noisy.png"), "-o", str(tmp_path / "o"), "--threads", "0"],

@@ -32,7 +32,7 @@ def workspace(tmp_path):
 
     clean = tmp_path / "clean"
     clean.mkdir()
-    image = cv2.imread(str(DATA / "sample_clean.png"))
+    image = cv2.imread(str(DATA / "clean" / "sample_clean.png"))
     cv2.imwrite(str(clean / "a.png"), image[:64, :96])
     onnx = tmp_path / "model.onnx"
     shipped = zoo.bundled_onnx(zoo.DEFAULT_MODEL)

@@ -26,7 +26,8 @@ def add_parser(sub) -> None:
                    help=f"also score each model on the quality data through these camera presets "
                         f"({', '.join(PRESETS)}); comma-separated")
     p.add_argument("--min-seconds", type=float, default=2.0, help="minimum timed seconds per row")
-    p.add_argument("--json", default=None, help="output JSON (default benchmarks/results/<machine>/bench.json)")
+    p.add_argument("--json", default=None, help="output JSON (default benchmarks/results/<machine>/bench.json); "
+                   "the table <stem>.md, the plots <stem>_*.png and the camera crops go beside it")
     p.add_argument("--readme", default=None, help="also refresh the table between the bench markers in this file")
     p.add_argument("--render", default=None, metavar="JSON", help="only re-render tables and plots from JSON")
     p.add_argument("--micro", action="store_true", help="pre/post kernels (numpy vs C++ vs CUDA) at 1080p and "

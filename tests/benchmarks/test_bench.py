@@ -40,7 +40,7 @@ def test_bench_cli_end_to_end(tmp_path, tiny_weights, tiny_onnx):
     readme.write_text(f"intro\n{report.README_START}\nold table\n{report.README_END}\nrest\n")
     out = tmp_path / "res" / "bench.json"
     assert main(["bench", str(tiny_weights), str(tiny_onnx), "nano", "--sizes", "32,48x40", "--baselines", "nlm",
-                 "--min-seconds", "0.01", "--quality-data", "tests/data", "--quality-limit", "1",
+                 "--min-seconds", "0.01", "--quality-data", "tests/data/clean", "--quality-limit", "1",
                  "--quality-protocols", "camera-jpeg", "--json", str(out), "--readme", str(readme), "-q"]) == 0
     result = json.loads(out.read_text())
     rows = result["rows"]

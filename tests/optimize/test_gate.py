@@ -23,7 +23,7 @@ from mirnet.sdk import artifact  # noqa: E402
 from mirnet.sdk.cli import main  # noqa: E402
 from mirnet.sdk.errors import ArtifactError, QualityGateError  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+DATA = Path(__file__).resolve().parents[1] / "data" / "clean"
 DAMAGED = "/body/body.0/body/body.0/dau_top/body/body.0/Conv"
 DAMAGED_MODULE = "body.0.body.0.dau_top.body.0"
 
@@ -62,7 +62,7 @@ def damage(src: Path, dst: Path, node: str) -> Path:
 def test_quantize_cli_writes_a_passing_artifact(int8, capsys):
     m = artifact.read_manifest(int8, kind="onnx")
     gate = m["gate"]
-    assert gate["passed"] is True and gate["n"] == 2 and gate["loss_db"] <= gate["max_loss_db"] == 0.15
+    assert gate["passed"] is True and gate["n"] == 1 and gate["loss_db"] <= gate["max_loss_db"] == 0.15
     assert gate["inputs"]["kind"] == "training" and "AWGN 0-50" in gate["inputs"]["description"]
     assert m["calibration"]["inputs"] == gate["inputs"]
     assert m["int8_check"]["integer_convs"] == 30 and m["int8_check"]["float_convs"] == 0
@@ -72,7 +72,7 @@ def test_gate_cli_passes_good_artifact(int8, tiny_weights, capsys):
     capsys.readouterr()
     assert main(["gate", str(int8), "--reference", str(tiny_weights), "--data", str(DATA), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["passed"] and report["n"] == 2 and report["inputs"]["kind"] == "training"
+    assert report["passed"] and report["n"] == 1 and report["inputs"]["kind"] == "training"
     assert abs(report["loss_db"]) <= 0.15 and report["worst_frame"]["name"] in {f["name"] for f in report["frames"]}
     assert report["layer_analysis"]["status"] == "done" and report["layer_analysis"]["measured"] == 33
     assert report["layer_analysis"]["unmatched"] == 0 and report["fix"] is None
@@ -124,13 +124,15 @@ def test_gate_on_real_pairs_and_its_limits(int8, tiny_weights, tmp_path):
     for side in ("low", "high"):
         (tmp_path / side).mkdir()
     rng = np.random.default_rng(0)
-    for path in list_images(DATA):
-        clean = load_rgb(path)
-        noisy = np.clip(clean + rng.normal(0, 20 / 255, clean.shape), 0, 1)
+    clean = load_rgb(list_images(DATA)[0])
+    for name, sigma in (("a.png", 20), ("b.png", 40)):
+        noisy = np.clip(clean + rng.normal(0, sigma / 255, clean.shape), 0, 1)
         for side, img in (("low", noisy), ("high", clean)):
-            cv2.imwrite(str(tmp_path / side / path.name), (img[..., ::-1] * 255).round().astype(np.uint8))
+            cv2.imwrite(str(tmp_path / side / name), (img[..., ::-1] * 255).round().astype(np.uint8))
     result = run_gate(int8, tiny_weights, pairs=str(tmp_path), layers="never", crop=64)
     assert result.passed and result.inputs["kind"] == "pairs" and result.n == 2
+    losses = {f["name"]: f["reference_vs_clean_db"] - f["artifact_vs_clean_db"] for f in result.frames}
+    assert result.worst_frame["name"] == max(losses, key=losses.get) and len(set(losses.values())) == 2
     assert result.vs_clean["reference"]["psnr_db"] > 10 and result.loss_db == pytest.approx(
         result.vs_clean["reference"]["psnr_db"] - result.vs_clean["artifact"]["psnr_db"], abs=1e-3)
     strict = run_gate(int8, tiny_weights, pairs=str(tmp_path), layers="never", crop=64, check=False,

@@ -23,7 +23,7 @@ from mirnet.sdk import artifact  # noqa: E402
 from mirnet.sdk.errors import ArtifactError, ConfigError, InputError, QualityGateError  # noqa: E402
 from mirnet.sdk.mixture import model_inputs  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[1] / "data"  # two real 240x320 photos
+DATA = Path(__file__).resolve().parents[1] / "data" / "clean"  # the clean 320x240 sample
 FAST = dict(calib=DATA, calib_images=4, calib_size=48)
 
 

@@ -41,7 +41,7 @@ def test_default_model_is_bundled():
 
 def test_lowlight_lite_brightens_a_dark_frame(tmp_path, monkeypatch):
     monkeypatch.setenv("MIRNET_CACHE", str(tmp_path))
-    clean = cv2.imread(str(REPO_DATA / "sample_clean.png"))
+    clean = cv2.imread(str(REPO_DATA / "clean" / "sample_clean.png"))
     dark = (clean.astype(np.float32) * 0.08).round().astype(np.uint8)
     with Restorer("lowlight-lite") as restorer:
         out = restorer.restore(dark)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
 import threading
 import time
 import urllib.request
@@ -178,8 +179,11 @@ def test_unreachable_server_and_unknown_model_fail_with_the_fix(server):
 
 
 def test_stream_with_server_reports_network_time(server, tiny_onnx, tmp_path, capsys):
-    out, stats_path = tmp_path / "out", tmp_path / "stats.json"
-    rc = main(["stream", str(REPO / "tests/data"), str(out), "--server", server.grpc_url, "--policy", "block",
+    out, stats_path, frames = tmp_path / "out", tmp_path / "stats.json", tmp_path / "frames"
+    frames.mkdir()
+    for i, name in enumerate(("clean/sample_clean.png", "sample_noisy.png")):
+        shutil.copy(REPO / "tests/data" / name, frames / f"{i}.png")
+    rc = main(["stream", str(frames), str(out), "--server", server.grpc_url, "--policy", "block",
                "--stats-json", str(stats_path)])
     assert rc == 0, capsys.readouterr().err
     stats = json.loads(stats_path.read_text())
@@ -188,7 +192,7 @@ def test_stream_with_server_reports_network_time(server, tiny_onnx, tmp_path, ca
     local = Restorer(tiny_onnx)
     for name in ("000000.png", "000001.png"):
         got = cv2.imread(str(out / name))
-        src = sorted((REPO / "tests/data").glob("*.png"))[int(name[:6])]
+        src = frames / f"{int(name[:6])}.png"
         assert max_diff(got, local.restore(cv2.imread(str(src)))) <= 1
     with pytest.raises(SystemExit):  # --server replaces --model
         main(["stream", "a", "b", "--server", server.grpc_url, "--model", "x"])
