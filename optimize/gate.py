@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 import os
+import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -334,13 +335,13 @@ _INPUT_FLAGS = {"pairs": "--pairs", "awgn": "--sigma", "protocol": "--protocol"}
 def _fix_command(manifest: dict | None, artifact: Path, exclude: list[str]) -> str:
     q = (manifest or {}).get("quantization") or {}
     previous = list(q.get("exclude") or [])
-    merged = ",".join(dict.fromkeys(previous + exclude))
+    merged = shlex.quote(",".join(dict.fromkeys(previous + exclude)))  # patterns hold shell globs (*gcnet*)
     if q.get("target"):
         source = (manifest.get("source") or {}).get("file", "MODEL")
         cal = manifest.get("calibration") or {}
         args = [f"--target {q['target']}"]
         if cal.get("folder"):
-            args.append(f"--calib {cal['folder']}")
+            args.append(f"--calib {shlex.quote(str(cal['folder']))}")
         inputs = cal.get("inputs") or {}
         if inputs.get("kind") in _INPUT_FLAGS:
             args.append(f"{_INPUT_FLAGS[inputs['kind']]} {inputs['value']}")
@@ -350,7 +351,8 @@ def _fix_command(manifest: dict | None, artifact: Path, exclude: list[str]) -> s
             args.append(f"--calib-images {cal['images']}")
         if cal.get("size"):
             args.append(f"--calib-size {cal['size']}")
-        command = f"mirnet quantize {source} {' '.join(args)} --exclude {merged} -o {artifact.name} --force"
+        command = (f"mirnet quantize {shlex.quote(source)} {' '.join(args)} --exclude {merged} "
+                   f"-o {shlex.quote(artifact.name)} --force")
         qat = (" or fine-tune the quantized model: add --qat-steps 2000 --data DIR (clean training images)"
                if q["target"] == "tensorrt" else "")
         return f"keep the worst layers in float: {command}{qat}"

@@ -4,6 +4,7 @@ an output-only report."""
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from onnx import numpy_helper  # noqa: E402
 from mirnet.optimize.gate import run_gate  # noqa: E402
 from mirnet.optimize.onnx_tools import weight_dq_nodes  # noqa: E402
 from mirnet.sdk import artifact  # noqa: E402
-from mirnet.sdk.cli import main  # noqa: E402
+from mirnet.sdk.cli import build_parser, main  # noqa: E402
 from mirnet.sdk.errors import ArtifactError, QualityGateError  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "clean"
@@ -92,6 +93,9 @@ def test_gate_cli_fails_damaged_artifact_and_names_the_layer(int8, tiny_weights,
     assert report["layers"][0]["node"] == DAMAGED and report["layers"][0]["added_noise_db"] < 0
     assert DAMAGED_MODULE in report["suggested_exclude"]
     assert "--exclude" in report["fix"] and "--target cpu" in report["fix"]
+    fix = shlex.split(report["fix"].split(": ", 1)[1])  # a command a shell runs as printed
+    fixed = build_parser().parse_args(fix[1:])
+    assert fixed.command == "quantize" and DAMAGED_MODULE in ",".join(fixed.exclude)
     vs = report["vs_clean"]
     assert report["loss_db"] == pytest.approx(vs["reference"]["psnr_db"] - vs["artifact"]["psnr_db"], abs=1e-3)
     capsys.readouterr()
@@ -158,3 +162,16 @@ def test_gate_needs_to_know_the_inputs_of_a_model_without_training_record(tmp_pa
         run_gate(other, bare, DATA, sigma=5, protocol="camera-jpeg")
     result = run_gate(other, bare, DATA, protocol="camera-jpeg", crop=64, layers="never", check=False)
     assert result.inputs == {"kind": "protocol", "value": "camera-jpeg", "description": "camera preset camera-jpeg"}
+
+
+def test_the_fix_command_survives_a_shell(tmp_path):
+    """Glob patterns (*gcnet*) and paths with spaces come back quoted, so pasting the printed
+    command runs the same quantization with the named layers added to --exclude."""
+    from mirnet.optimize.gate import _fix_command
+
+    manifest = {"quantization": {"target": "cpu", "exclude": ["*gcnet*"]}, "source": {"file": "my model.safetensors"},
+                "calibration": {"folder": "calib dir", "method": "max", "images": 8, "size": 64, "inputs": {}}}
+    fix = _fix_command(manifest, tmp_path / "out.onnx", ["body.0.conv_out"])
+    args = build_parser().parse_args(shlex.split(fix.split(": ", 1)[1])[1:])
+    assert args.model == "my model.safetensors" and args.calib == "calib dir"
+    assert args.exclude == ["*gcnet*,body.0.conv_out"] and args.output == "out.onnx"
