@@ -105,10 +105,12 @@ def build_environment(**extra) -> dict:
 
 
 def make_manifest(artifact: str | os.PathLike, *, kind: str, config: dict, precision: str,
-                  variant: str | None = None, io: dict | None = None, source: str | os.PathLike | None = None,
-                  **fields) -> dict:
+                  variant: str | None = None, io: dict | None = None,
+                  source: str | os.PathLike | dict | None = None, **fields) -> dict:
     """A manifest for an artifact already written to disk (its sha256 is computed here, and that of
-    the companion files its kind has beside it: ``artifact.with_suffix(suffix)``, see :data:`COMPANIONS`)."""
+    the companion files its kind has beside it: ``artifact.with_suffix(suffix)``, see :data:`COMPANIONS`).
+    ``source``: the file it was made from (hashed here), or the ``{"file", "sha256"}`` record of one
+    that another manifest already holds (training on from pruned weights keeps their source)."""
     if kind not in KINDS:
         raise ArtifactError(f"manifest kind {kind!r} is not one of {KINDS}")
     artifact = Path(artifact)
@@ -123,7 +125,9 @@ def make_manifest(artifact: str | os.PathLike, *, kind: str, config: dict, preci
         "variant": variant, "config": config, "io": io or io_spec(config), "precision": precision,
         "source": None,
     }
-    if source is not None:
+    if isinstance(source, dict):
+        manifest["source"] = {"file": source.get("file"), "sha256": source.get("sha256")}
+    elif source is not None:
         source = Path(source)
         manifest["source"] = {"file": source.name, "sha256": sha256_file(source)}
     if kind in COMPANIONS:

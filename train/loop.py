@@ -31,12 +31,13 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from mirnet.sdk.artifact import atomic_write_bytes
+from mirnet.sdk.artifact import atomic_write_bytes, read_manifest
 from mirnet.sdk.errors import ArtifactError, ConfigError, require
 from mirnet.sdk.evalsets import EvalSet
 from mirnet.sdk.evaluate import score
 from mirnet.sdk.model import create_model, load_model, save_weights
 from mirnet.sdk.model.arch import deepen
+from mirnet.sdk.zoo import resolve_weights
 from mirnet.sdk.model.config import get_variant
 from mirnet.sdk.ops import run_padded
 
@@ -230,7 +231,13 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)
         model_cfg = cfg.model_config()
+        # what the init weights were made from (`mirnet prune`'s source and record) stays on record
+        self.lineage: dict = {}
         if cfg.init:
+            init_path = resolve_weights(cfg.init)
+            if init_path.suffix == ".safetensors":  # official .pth checkpoints have no manifest
+                init_manifest = read_manifest(init_path, kind="weights", verify=False)
+                self.lineage = {key: init_manifest[key] for key in ("source", "prune") if init_manifest.get(key)}
             model = load_model(cfg.init)
             if model.config != model_cfg and model.config == model_cfg.replace(n_rrg=model.config.n_rrg) \
                     and model.config.n_rrg < model_cfg.n_rrg:
@@ -350,7 +357,7 @@ class Trainer:
                     "world_size": self.world, "device": str(self.device)}
         # `model:` overrides make another network than the named variant: no variant then
         variant = self.cfg.variant if self.cfg.model_config() == get_variant(self.cfg.variant) else None
-        return save_weights(model, path, variant=variant, training=training, metrics=metrics or {})
+        return save_weights(model, path, variant=variant, training=training, metrics=metrics or {}, **self.lineage)
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> Path:

@@ -220,6 +220,7 @@ def test_init_grows_a_shallower_model_from_its_function(tmp_path):
         torch.testing.assert_close(grown(x), small(x), rtol=0, atol=0)
     final_path = trainer.fit()
     final = load_model(final_path)
+    assert "prune" not in json.loads(Path(str(final_path) + ".json").read_text())
     assert final.config.n_rrg == 3 and final.body[2].body[-1].weight.abs().sum() > 0
     with pytest.raises(ConfigError, match="only `n_rrg`"):
         Trainer(TrainConfig.from_dict(dict(data, model={"n_rrg": 3, "n_feat": 32})), quiet=True)
@@ -229,6 +230,24 @@ def test_init_grows_a_shallower_model_from_its_function(tmp_path):
     assert {m.groups for m in lite.body[2].modules() if isinstance(m, torch.nn.Conv2d)} >= {4}
     with pytest.raises(InputError, match="at least the model's 3"):
         deepen(lite, 2)
+
+
+def test_a_run_from_pruned_weights_keeps_their_recipe(tmp_path):
+    """Training on from `mirnet prune`'s output keeps what the weights were made from (`source`,
+    `prune`) in the new manifest, next to the run's own training record."""
+    from mirnet.optimize.prune import prune_depth
+    from mirnet.sdk.artifact import read_manifest
+    from mirnet.sdk.model import create_model, save_weights
+
+    base = create_model(TrainConfig.from_dict(_config(tmp_path, model={"n_rrg": 2})).model_config())
+    source = {"file": "teacher.safetensors", "sha256": "0" * 64}
+    recipe = {"target": {"rrgs": 1, "width": None}, "finetune": {"steps": 3}}
+    save_weights(prune_depth(base, rrgs=1), tmp_path / "pruned.safetensors", source=source, prune=recipe)
+    data = _config(tmp_path, init=str(tmp_path / "pruned.safetensors"), iters=[2], patch=[16], batch=[2],
+                   checkpoint_every=2)
+    manifest = read_manifest(Trainer(TrainConfig.from_dict(data), quiet=True).fit(), kind="weights")
+    assert manifest["source"] == source and manifest["prune"] == recipe
+    assert manifest["training"]["steps"] == 2 and manifest["training"]["config"]["init"].endswith("pruned.safetensors")
 
 
 def test_shipped_configs_parse():
