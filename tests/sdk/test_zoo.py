@@ -8,8 +8,8 @@ from mirnet.sdk import Restorer, artifact, zoo
 REPO_DATA = __import__("pathlib").Path(__file__).resolve().parents[1] / "data"
 
 
-#: bundled name -> its variant (denoise-fast: denoise-lite with one RRG and one round, no named variant)
-VARIANTS = {"denoise-lite": "lite", "lowlight-lite": "lite", "denoise-fast": None}
+#: bundled name -> its variant (denoise-lite: lite grown to 3 RRGs; denoise-fast: denoise-lite with one exchange round)
+VARIANTS = {"denoise-lite": None, "lowlight-lite": "lite", "denoise-fast": None}
 
 
 def test_the_bundled_models():
@@ -26,13 +26,14 @@ def test_bundled_manifest(name):
 
 
 def test_denoise_fast_records_its_recipe():
-    """denoise-fast is made from the default model by `mirnet prune` (blocks removed, distilled)."""
+    """denoise-fast is made from the default model by `mirnet prune` (exchange rounds removed, distilled)."""
     manifest = artifact.read_manifest(zoo.bundled()["denoise-fast"], kind="weights")
     prune = manifest["prune"]
     assert manifest["source"]["file"].endswith("denoise-lite.safetensors")
-    assert prune["target"]["rrgs"] == 1 and prune["target"]["width"] == 1
+    assert prune["target"]["rrgs"] is None and prune["target"]["width"] == 1
     assert prune["finetune"]["distillation"]["teacher"] == "denoise-lite.safetensors"
-    assert manifest["config"]["n_rrg"] == 1 and manifest["config"]["width"] == 1
+    default = artifact.read_manifest(zoo.bundled()["denoise-lite"], kind="weights")["config"]
+    assert manifest["config"] == dict(default, width=1)  # every RRG kept, one exchange round instead of two
 
 
 def test_default_model_is_bundled():
