@@ -37,9 +37,9 @@ from mirnet.sdk.evalsets import EvalSet
 from mirnet.sdk.evaluate import score
 from mirnet.sdk.model import create_model, load_model, save_weights
 from mirnet.sdk.model.arch import deepen
-from mirnet.sdk.zoo import resolve_weights
 from mirnet.sdk.model.config import get_variant
 from mirnet.sdk.ops import run_padded
+from mirnet.sdk.zoo import resolve_weights
 
 from .config import TrainConfig
 from .data import StepBatchSampler, TrainSet
@@ -239,8 +239,7 @@ class Trainer:
                 init_manifest = read_manifest(init_path, kind="weights", verify=False)
                 self.lineage = {key: init_manifest[key] for key in ("source", "prune") if init_manifest.get(key)}
             model = load_model(cfg.init)
-            if model.config != model_cfg and model.config == model_cfg.replace(n_rrg=model.config.n_rrg) \
-                    and model.config.n_rrg < model_cfg.n_rrg:
+            if model.config.n_rrg < model_cfg.n_rrg and model.config == model_cfg.replace(n_rrg=model.config.n_rrg):
                 model = deepen(model, model_cfg.n_rrg)
             if model.config != model_cfg:
                 raise ConfigError(f"init weights {cfg.init} have config {model.config}, but the run asks "
