@@ -62,7 +62,8 @@ def installed(monkeypatch):
 @needs_openvino
 @pytest.mark.parametrize("model", ["tiny_onnx", "tiny_ir"])
 def test_f32_matches_onnx_runtime_at_every_size(model, request, tiny_onnx):
-    """Compiled once with dynamic batch/H/W: every call may change the size, and f32 really is f32."""
+    """Every call may change the size; each shape runs on a model compiled for it, with the numbers
+    of ONNX Runtime; f32 really is f32."""
     pytest.importorskip("onnxruntime")
     from mirnet.sdk.backends.onnxruntime import OrtBackend
     from mirnet.sdk.backends.openvino import OpenVinoBackend
@@ -76,6 +77,24 @@ def test_f32_matches_onnx_runtime_at_every_size(model, request, tiny_onnx):
             got = ov.infer(x)
             assert got.shape == x.shape and got.dtype == np.float32
             np.testing.assert_allclose(got, ort.infer(x), atol=1e-4, rtol=0)
+        assert ov.static_shapes == [(2, 3, 40, 56), (1, 3, 16, 16), (3, 3, 8, 12), (1, 3, 32, 48)]
+
+
+@needs_openvino
+def test_static_compiles_for_repeated_shapes_keep_the_settings_and_the_last_shapes(tiny_onnx):
+    from mirnet.sdk.backends.openvino import STATIC_SHAPES, OpenVinoBackend
+
+    with OpenVinoBackend(tiny_onnx, threads=2, precision="f32") as ov:
+        shapes = [(1, 8 * (i + 1), 16) for i in range(STATIC_SHAPES + 2)]
+        first = ov.infer(batch(*shapes[0]))
+        for shape in shapes:
+            ov.infer(batch(*shape))
+        assert ov.static_shapes == [(n, 3, h, w) for n, h, w in shapes[-STATIC_SHAPES:]]
+        np.testing.assert_array_equal(ov.infer(batch(*shapes[0])), first)  # compiled again: the same numbers
+        compiled = ov._static[(1, 3, 8 * len(shapes), 16)].get_compiled_model()
+        assert compiled.get_property("INFERENCE_NUM_THREADS") == 2
+        assert compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "f32"
+        assert [tuple(d.get_length() for d in compiled.input(0).partial_shape)] == [(1, 3, 8 * len(shapes), 16)]
 
 
 @needs_openvino
