@@ -44,7 +44,8 @@ def markdown(result: dict) -> str:
     protocols = (q or {}).get("camera_protocols") or []
     if protocols:
         lines += ["", f"**Camera protocols** (PSNR dB on the same {q['limit']} images through each camera preset; "
-                  "input = the degraded frame; NLM strength tuned per preset on val)", "",
+                  "input = the degraded frame; NLM strength tuned per preset on val; gray frames of a bundled "
+                  "model with a gray specialist run on it, as in the SDK)", "",
                   "| artifact | backend | precision | " + " | ".join(f"{p} (input)" for p in protocols) + " |",
                   "|---|---|---|" + "---:|" * len(protocols)]
         seen = set()

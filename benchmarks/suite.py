@@ -49,9 +49,21 @@ class Runner:
     restore_for: Callable[[str], Callable[[np.ndarray], np.ndarray]] | None = None  # per camera protocol
 
 
-def _openvino_runners(path: Path, label: str, precision: str, threads: int, **fields) -> list[Runner]:
+def _sdk_infer(backend, gray_backend=None):
+    """The network call the SDK makes: ``backend.infer``, or with a gray model, the Restorer's, which
+    runs gray frames on ``gray_backend`` (a bundled model's gray specialist)."""
+    if gray_backend is None:
+        return backend.infer
+    from mirnet.sdk.restorer import Restorer
+
+    return Restorer(backend, gray_model=gray_backend).infer_tensor
+
+
+def _openvino_runners(path: Path, label: str, precision: str, threads: int, gray_path: Path | None = None,
+                      **fields) -> list[Runner]:
     """``path`` (.onnx or .xml) on OpenVINO in f32 and, where the CPU has BF16, in bf16 (the float
-    parts of an INT8 IR too); none when openvino is not installed."""
+    parts of an INT8 IR too), gray frames on ``gray_path`` with the same settings when given; none
+    when openvino is not installed."""
     import importlib.util
 
     if importlib.util.find_spec("openvino") is None:
@@ -62,15 +74,18 @@ def _openvino_runners(path: Path, label: str, precision: str, threads: int, **fi
     runners = []
     for hint in hints:
         b = OpenVinoBackend(path, threads=threads, precision=hint)
+        gray = OpenVinoBackend(gray_path, threads=threads, precision=hint) if gray_path else None
         shown = {"fp32": "fp32" if hint == "f32" else "bf16"}.get(precision, f"{precision}/{hint}")
-        runners.append(Runner(label, "openvino", shown, b.infer, b.input_spec.pad_multiple, threads=threads, **fields))
+        runners.append(Runner(label, "openvino", shown, _sdk_infer(b, gray), b.input_spec.pad_multiple,
+                              threads=threads, **fields))
     return runners
 
 
 def _model_runners(model: str, threads: int) -> list[Runner]:
     """ONNX Runtime and OpenVINO (f32, bf16 where the CPU has it) for .onnx, OpenVINO for IR (.xml),
     TensorRT for engines; weights (and bundled names) on eager PyTorch and on both CPU runtimes
-    through their ONNX export (the shipped one for bundled models)."""
+    through their ONNX export (the shipped one for bundled models). A bundled model with a gray
+    specialist runs gray frames on it, as the Restorer does."""
     from mirnet.sdk import artifact, zoo
     from mirnet.sdk.backends import open_backend
     from mirnet.sdk.model import VARIANTS
@@ -103,12 +118,16 @@ def _model_runners(model: str, threads: int) -> list[Runner]:
     net = load_model(path)
     params, gmac = count_params(net), count_macs(net, 256, 256) / 1e9
     onnx = zoo.bundled_onnx(model) if zoo.is_bundled_name(model) else cached_export(path)
+    companion = zoo.gray_companion(model)
+    gray = {"torch": zoo.bundled()[companion], "ort": zoo.bundled_onnx(companion)} if companion else {}
     runners = []
     for name, artifact_path in (("torch", path), ("ort", onnx)):
         b = open_backend(artifact_path, name, threads=threads)
-        runners.append(Runner(label, "pytorch-eager" if name == "torch" else "onnxruntime", "fp32", b.infer,
+        g = open_backend(gray[name], name, threads=threads) if gray else None
+        runners.append(Runner(label, "pytorch-eager" if name == "torch" else "onnxruntime", "fp32", _sdk_infer(b, g),
                               b.input_spec.pad_multiple, params, gmac, trained=trained, threads=threads))
-    return runners + _openvino_runners(onnx, label, "fp32", threads, params=params, gmac_256=gmac, trained=trained)
+    return runners + _openvino_runners(onnx, label, "fp32", threads, gray_path=gray.get("ort"), params=params,
+                                       gmac_256=gmac, trained=trained)
 
 
 def _one_per_label(runners: list[Runner]) -> list[Runner]:

@@ -281,6 +281,9 @@ PRESETS: dict[str, CameraConfig] = {
                                 mono_prob=0.0, codecs={"jpeg": 1.0}, jpeg_quality=(80, 80)),
     "camera-mono": CameraConfig(peak=(10.0, 100.0), read_sigma=(2.0, 2.0), row_prob=0.0, bayer_prob=0.0,
                                 mono_prob=1.0, codecs={"h264": 1.0}, crf=(23, 23), pframe_prob=1.0),
+    # camera-h264's sensor noise and encoder on a monochrome sensor: gray vs colour at one noise level
+    "camera-h264-mono": CameraConfig(peak=(20.0, 200.0), read_sigma=(2.0, 2.0), row_prob=0.0, bayer_prob=0.0,
+                                     mono_prob=1.0, codecs={"h264": 1.0}, crf=(23, 23), pframe_prob=1.0),
     "lowlight": CameraConfig(exposure=(0.05, 0.2), peak=(300.0, 1000.0), read_sigma=(2.0, 2.0), row_prob=0.0,
                              bayer_prob=1.0, mono_prob=0.0, codecs={"jpeg": 1.0}, jpeg_quality=(90, 90)),
 }

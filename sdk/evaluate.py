@@ -29,6 +29,7 @@ NLM_TUNED: dict[str, dict] = {
     "camera-h264": {**NLM_PARAMS, "h": 8, "hColor": 8},
     "camera-jpeg": {**NLM_PARAMS, "h": 10, "hColor": 10},
     "camera-mono": {**NLM_PARAMS, "h": 33, "hColor": 33},
+    "camera-h264-mono": {**NLM_PARAMS, "h": 22, "hColor": 22},
 }
 NLM_GRID = (2, 3, 4, 5, 6, 8, 10, 12, 15, 18, 22, 27, 33, 40)
 
@@ -96,13 +97,14 @@ def evaluate(data: str | Path, *, model: str | None = None, baseline: str | None
              sigma: float | None = None, pairs: bool = False, protocol: str | None = None,
              y_channel: bool = False, clip: bool = False, limit: int | None = None, crop: int | None = None,
              backend: str = "auto", threads: int | None = None, holdout_every: int = 0,
-             tune: bool = False, gray: bool = False) -> dict:
+             tune: bool = False, gray: bool = False, gray_model: str | None = "auto") -> dict:
     """Evaluate ``model`` (or ``baseline='nlm'``, OpenCV non-local means, tuned per camera
     protocol) on clean images + AWGN (``sigma``), paired folders (``pairs``) or clean images
     filmed by a camera preset (``protocol``, :data:`mirnet.sdk.camera.PRESETS`). ``tune`` (with
     the NLM baseline) picks its strength on this data first (:func:`tune_nlm`; tune on val only)
     and reports it as ``nlm_params``. ``gray`` (with ``sigma``): monochrome frames at that noise
-    level (see :meth:`EvalSet.from_clean`)."""
+    level (see :meth:`EvalSet.from_clean`). ``gray_model``: what restores gray frames (see
+    :class:`~mirnet.sdk.Restorer`; ``auto``: a bundled model's gray specialist)."""
     data = Path(data)
     if sum((sigma is not None, bool(pairs), protocol is not None)) != 1:
         raise ConfigError("give exactly one of --sigma S (clean images + AWGN), --pairs or --protocol NAME "
@@ -139,7 +141,7 @@ def evaluate(data: str | Path, *, model: str | None = None, baseline: str | None
     else:
         from .restorer import Restorer
 
-        with Restorer(model, backend=backend, threads=threads, tile=None) as restorer:
+        with Restorer(model, backend=backend, threads=threads, tile=None, gray_model=gray_model) as restorer:
             result = score(_model_fn(restorer), evalset, y_channel=y_channel)
     return {"model": model or f"baseline:{baseline}", "data": str(data), "protocol": described,
             "sigma": sigma, **result, **extra}

@@ -183,3 +183,19 @@ def test_exit_status_table_is_what_the_cli_returns(tmp_path, tiny_weights, tiny_
                 code = exc.code
         assert code == status, (status, table[status], argv, capsys.readouterr().err)
     capsys.readouterr()
+
+
+def test_training_config_example_parses():
+    """The README's training YAML is a valid config, and so is its commented distillation variant
+    (teacher instead of the loss mix)."""
+    yaml = pytest.importorskip("yaml")
+    pytest.importorskip("torch")
+    from mirnet.train.config import TrainConfig
+
+    body = next(body for lang, body in BLOCKS if lang == "yaml" and body.startswith("name: my-camera"))
+    cfg = TrainConfig.from_dict(yaml.safe_load(body))
+    assert cfg.init == "denoise-lite" and cfg.teacher is None and len(cfg.sources) == 3
+    distil = yaml.safe_load(re.sub(r"^# (teacher\w*:)", r"\1", body, flags=re.M))
+    del distil["loss"]
+    cfg = TrainConfig.from_dict(distil)
+    assert cfg.teacher == "denoise-lite" and cfg.teacher_weight == 0.5

@@ -13,7 +13,7 @@ from pathlib import Path
 from mirnet.sdk.errors import ConfigError, require
 from mirnet.sdk.model import MIRNetV2Config, get_variant
 
-from .data import ProgressiveSchedule, SourceConfig
+from .data import ProgressiveSchedule, SourceConfig, check_gray_sources
 from .losses import LossConfig
 
 
@@ -90,6 +90,7 @@ class ValConfig:
     limit: int | None = 8
     crop: int | None = 256
     every: int = 1000
+    gray: bool = False  # with sigma: monochrome AWGN frames (a gray model's validation)
 
     def __post_init__(self) -> None:
         _check_fields(self, "val", {"sigma": _AT_LEAST_0, "holdout_every": _AT_LEAST_0, "limit": _AT_LEAST_1,
@@ -109,6 +110,9 @@ class ValConfig:
         if cfg.clean is not None and cfg.sigma is None and not cfg.protocols:
             raise ConfigError("val: a clean validation folder needs `sigma` (AWGN, 0-255 units) and/or "
                               "`protocols` (camera presets)")
+        if cfg.gray and cfg.sigma is None:
+            raise ConfigError("val.gray makes the `sigma` AWGN frames monochrome; set `sigma` too (camera-mono "
+                              "is the gray camera preset)")
         if not isinstance(cfg.protocols, tuple):
             raise ConfigError(f"val.protocols={cfg.protocols!r}: give a list of camera presets")
         for name in cfg.protocols:
@@ -126,6 +130,8 @@ class TrainConfig:
     variant: str = "lite"
     model: dict = field(default_factory=dict)
     init: str | None = None
+    teacher: str | None = None  # weights (or a bundled name) to distil from, as `mirnet prune` does
+    teacher_weight: float = 0.5  # the teacher's share of the Charbonnier loss (the rest: ground truth)
     val: ValConfig | None = None
     iters: tuple[int, ...] = (1000,)
     patch: tuple[int, ...] = (128,)
@@ -160,7 +166,12 @@ class TrainConfig:
             "lr_periods": _AT_LEAST_1, "lr_restart_weights": _AT_LEAST_0, "lr_eta_mins": _AT_LEAST_0,
             "warmup_steps": _AT_LEAST_0, "grad_clip": _AT_LEAST_0, "ema_decay": fraction,
             "checkpoint_every": _AT_LEAST_1, "log_every": _AT_LEAST_1, "workers": _AT_LEAST_0,
-            "seed": (lambda v: 0 <= v < 2 ** 63, "from 0 to 2**63 - 1"), "threads": _AT_LEAST_1})
+            "seed": (lambda v: 0 <= v < 2 ** 63, "from 0 to 2**63 - 1"), "threads": _AT_LEAST_1,
+            "teacher_weight": (lambda v: 0 <= v <= 1, "in [0, 1] (0: ground truth only, 1: the teacher only)")})
+        if self.teacher is not None and self.loss != LossConfig():
+            raise ConfigError(f"training config: `teacher` distils with the Charbonnier loss against the ground "
+                              f"truth and the teacher ({1 - self.teacher_weight:g} / {self.teacher_weight:g}); "
+                              f"remove `loss` ({self.loss}) or `teacher`")
         fields = {f.name for f in dataclasses.fields(MIRNetV2Config)}
         unknown = sorted(set(self.model) - fields)
         if unknown:
@@ -227,6 +238,8 @@ class TrainConfig:
         cfg = cls(**data)
         cfg.schedule  # validates the progressive schedule
         m = cfg.model_config().pad_multiple  # validates variant and overrides
+        if cfg.model_config().in_channels == 1:
+            check_gray_sources(cfg.sources)
         bad = [p for p in cfg.patch if p % m]
         if bad:
             raise ConfigError(f"patch sizes {bad} are not multiples of {m}, the pad multiple of "

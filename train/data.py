@@ -276,14 +276,21 @@ class TrainSet(Dataset):
 
     File lists are read at construction; images are decoded lazily and kept per process in
     their file dtype (uint8 takes a quarter of float32's memory), so each DataLoader worker
-    builds its own cache. Returns ``(input, target)`` float32 tensors ``3 x patch x patch``.
+    builds its own cache. Returns ``(input, target)`` float32 tensors ``3 x patch x patch``, or
+    ``1 x patch x patch`` for a gray model (``channels=1``; every source must make gray samples).
     """
 
-    def __init__(self, sources: Sequence[SourceConfig], seed: int = 0, cache: bool = True) -> None:
+    def __init__(self, sources: Sequence[SourceConfig], seed: int = 0, cache: bool = True,
+                 channels: int = 3) -> None:
         if isinstance(sources, SourceConfig):
             sources = [sources]
         if not sources:
             raise ConfigError("TrainSet needs at least one source (clean: or low:/high: folders)")
+        if channels not in (1, 3):
+            raise ConfigError(f"TrainSet channels={channels!r}: 3 (colour) or 1 (a gray model)")
+        if channels == 1:
+            check_gray_sources(sources)
+        self.channels = channels
         for s in sources:
             if not isinstance(s, SourceConfig):
                 raise ConfigError(f"TrainSet sources must be SourceConfig objects (use "
@@ -358,7 +365,21 @@ class TrainSet(Dataset):
             inp_f = crop(inp)
         else:
             inp_f, target = synthesize(target, rng, camera=src.camera, degrade=src.degrade, gray_prob=src.gray_prob)
-        return _chw(inp_f), _chw(target)
+        c = self.channels  # gray samples hold three equal channels
+        return _chw(inp_f[..., :c]), _chw(target[..., :c])
+
+
+def check_gray_sources(sources: Sequence[SourceConfig]) -> None:
+    """Raise ConfigError unless every source makes only gray samples, as a one-channel model
+    needs: camera sources with ``mono_prob: 1``, degrade sources with ``gray_prob: 1``."""
+    for i, s in enumerate(sources):
+        if s.paired:
+            raise ConfigError(f"sources[{i}] (low={s.low!r}) is a paired colour source; a gray model "
+                              f"(in_channels 1) trains on gray samples only: remove it")
+        if (s.camera.mono_prob if s.camera is not None else s.gray_prob) != 1.0:
+            fix = "camera: {mono_prob: 1}" if s.camera is not None else "gray_prob: 1"
+            raise ConfigError(f"sources[{i}] (clean={s.clean!r}) makes colour samples; a gray model "
+                              f"(in_channels 1) trains on gray samples only: set {fix}")
 
 
 def _chw(img: np.ndarray) -> torch.Tensor:

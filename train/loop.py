@@ -36,14 +36,14 @@ from mirnet.sdk.errors import ArtifactError, ConfigError, require
 from mirnet.sdk.evalsets import EvalSet
 from mirnet.sdk.evaluate import score
 from mirnet.sdk.model import create_model, load_model, save_weights
-from mirnet.sdk.model.arch import deepen
+from mirnet.sdk.model.arch import deepen, to_gray
 from mirnet.sdk.model.config import get_variant
 from mirnet.sdk.ops import run_padded
 from mirnet.sdk.zoo import resolve_weights
 
 from .config import TrainConfig
 from .data import StepBatchSampler, TrainSet
-from .losses import build_loss
+from .losses import DistillationLoss, build_loss, distillation_target
 from .schedule import CosineRestartCyclic
 
 CHECKPOINT = "last.pt"
@@ -207,6 +207,9 @@ def validate(model: torch.nn.Module, evalset: EvalSet, device: torch.device) -> 
     config = model.config
 
     def infer(x: np.ndarray) -> np.ndarray:
+        if config.in_channels == 1:  # a gray model sees the frame's one channel, scored as RGB
+            y = model(torch.from_numpy(x[:, :1]).to(device)).float().cpu().numpy()
+            return np.repeat(y, 3, axis=1)
         return model(torch.from_numpy(x).to(device)).float().cpu().numpy()
 
     result = score(lambda degraded: run_padded(infer, degraded, multiple=config.pad_multiple, scale=config.scale),
@@ -239,12 +242,16 @@ class Trainer:
                 init_manifest = read_manifest(init_path, kind="weights", verify=False)
                 self.lineage = {key: init_manifest[key] for key in ("source", "prune") if init_manifest.get(key)}
             model = load_model(cfg.init)
+            if model.config.replace(in_channels=1, out_channels=1, n_rrg=model_cfg.n_rrg) == model_cfg != \
+                    model.config.replace(n_rrg=model_cfg.n_rrg):
+                model = to_gray(model)  # a gray specialist starts as the colour model on gray frames
             if model.config.n_rrg < model_cfg.n_rrg and model.config == model_cfg.replace(n_rrg=model.config.n_rrg):
                 model = deepen(model, model_cfg.n_rrg)
             if model.config != model_cfg:
                 raise ConfigError(f"init weights {cfg.init} have config {model.config}, but the run asks "
                                   f"for {model_cfg}; drop `init` or match `variant`/`model` (only `n_rrg` "
-                                  f"may grow: added groups start as identities)")
+                                  f"may grow, added groups starting as identities, and a colour model may "
+                                  f"become a gray one with `in_channels: 1, out_channels: 1`)")
         else:
             model = create_model(model_cfg)
         self.model = model.to(self.device).train()
@@ -252,8 +259,11 @@ class Trainer:
         if self.world > 1:
             net = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        criterion, target = build_loss(cfg.loss).to(self.device), None
+        if cfg.teacher:
+            criterion, target = DistillationLoss(cfg.teacher_weight), distillation_target(self._teacher(cfg.teacher))
         self.train_step = TrainStep(
-            self.model, build_loss(cfg.loss).to(self.device), lr=cfg.lr, periods=cfg.periods,
+            self.model, criterion, target=target, lr=cfg.lr, periods=cfg.periods,
             restart_weights=cfg.restart_weights, eta_mins=cfg.eta_mins, warmup_steps=cfg.warmup_steps,
             betas=cfg.betas, weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip, ema_decay=cfg.ema_decay,
             amp=cfg.amp, amp_cpu=cfg.amp_cpu, channels_last=cfg.channels_last, net=net)
@@ -262,7 +272,7 @@ class Trainer:
         if cfg.val is not None and self.rank == 0:
             v = cfg.val
             if v.clean:
-                sets = [EvalSet.from_clean(v.clean, v.sigma, limit=v.limit, crop=v.crop)] if v.sigma is not None else []
+                sets = [EvalSet.from_clean(v.clean, v.sigma, limit=v.limit, crop=v.crop, gray=v.gray)] if v.sigma is not None else []
                 sets += [EvalSet.from_protocol(v.clean, p, limit=v.limit, crop=v.crop) for p in v.protocols]
                 self.evalset = EvalSet.concat(sets)
             else:
@@ -274,6 +284,18 @@ class Trainer:
             raise ConfigError(f"{self.out} already holds a run ({CHECKPOINT}); pass --resume to continue "
                               f"it or choose another `out`/`name`")
         self._tb = None
+
+    def _teacher(self, path: str) -> torch.nn.Module:
+        """The frozen model to distil from; it must take and return the images the student does."""
+        teacher = load_model(path).to(self.device).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        t, s = teacher.config, self.model.config
+        if (t.in_channels, t.out_channels, t.scale) != (s.in_channels, s.out_channels, s.scale):
+            raise ConfigError(f"teacher {path} maps {t.in_channels} to {t.out_channels} channels at scale "
+                              f"{t.scale}, the model {s.in_channels} to {s.out_channels} at scale {s.scale}; "
+                              f"distil from a model of the same task")
+        return teacher
 
     @property
     def step(self) -> int:
@@ -361,7 +383,7 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def fit(self) -> Path:
         cfg = self.cfg
-        dataset = TrainSet(list(cfg.sources), seed=cfg.seed)
+        dataset = TrainSet(list(cfg.sources), seed=cfg.seed, channels=self.model.config.in_channels)
         sampler = StepBatchSampler(cfg.schedule, start_step=self.step, total_steps=self.stop_at,
                                    rank=self.rank, world_size=self.world)
         loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers,

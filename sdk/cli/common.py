@@ -51,6 +51,13 @@ def non_negative_float(text: str) -> float:
     return _finite(text, allow_zero=True)
 
 
+def add_gray_model(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gray-model", default="auto", type=lambda v: None if v == "none" else v, metavar="MODEL",
+                        help="what restores gray frames (1 channel, or 3 equal ones): auto (a bundled model's gray "
+                             "specialist, e.g. denoise-lite-gray), none (the model itself, as colour) or a "
+                             "1-channel model file (default auto)")
+
+
 def add_max_pixels(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-pixels", type=positive_int, default=None, metavar="N",
                         help=f"refuse images of more than N pixels, from their header, before decoding "

@@ -30,6 +30,9 @@ def run_info(args) -> int:
     io = manifest["io"]
     print(f"{path}  ({manifest['kind']}, {manifest['precision']})")
     print(f"  backend   auto here: {_auto_backend(args.artifact, path)}")
+    gray = zoo.gray_companion(args.artifact)
+    if gray:
+        print(f"  gray      gray frames (1 channel, or 3 equal ones) run on the bundled {gray}")
     print(f"  variant   {manifest.get('variant') or '-'}")
     print(f"  sha256    {manifest['sha256']}")
     print(f"  created   {manifest.get('created', '-')}")

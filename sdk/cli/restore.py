@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import InputError, OutputError
 from ..zoo import DEFAULT_MODEL
-from .common import add_max_pixels, max_pixels, positive_int, progress
+from .common import add_gray_model, add_max_pixels, max_pixels, positive_int, progress
 
 
 def add_parser(sub) -> None:
@@ -16,6 +16,7 @@ def add_parser(sub) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"bundled name or .onnx/.xml/.safetensors/.pth "
                    f"(default {DEFAULT_MODEL})")
     p.add_argument("--backend", default="auto", choices=("auto", "ort", "openvino", "torch"))
+    add_gray_model(p)
     p.add_argument("--tile", type=int, default=None, metavar="N",
                    help="tile size in pixels (default: automatic, 0: never tile)")
     p.add_argument("--tile-overlap", type=int, default=32, metavar="N",
@@ -47,7 +48,8 @@ def run(args) -> int:
     restored = incomplete = 0
     stopped: OutputError | None = None
     with max_pixels(args.max_pixels), Restorer(args.model, backend=args.backend, threads=args.threads,
-                                               tile=args.tile, tile_overlap=args.tile_overlap) as restorer:
+                                               tile=args.tile, tile_overlap=args.tile_overlap,
+                                               gray_model=args.gray_model) as restorer:
         try:
             for job in progress(jobs, desc="restore", unit="file", disable=args.quiet):
                 try:

@@ -7,7 +7,7 @@ from pathlib import Path
 from ..artifact import check_overwrite
 from ..errors import InputError
 from ..zoo import DEFAULT_MODEL
-from .common import add_max_pixels, max_pixels, on_signals, positive_float, positive_int
+from .common import add_gray_model, add_max_pixels, max_pixels, on_signals, positive_float, positive_int
 
 
 def add_parser(sub) -> None:
@@ -28,6 +28,7 @@ def add_parser(sub) -> None:
                             "?timeout=S (per request, default 10) &reconnect=S (how long to retry a server that is "
                             "down or restarting, default 30)")
     p.add_argument("--backend", default="auto", choices=("auto", "ort", "openvino", "torch"))
+    add_gray_model(p)
     p.add_argument("--threads", type=positive_int, default=None,
                    help="inference threads (default 1 for ORT and OpenVINO)")
     p.add_argument("--tile", type=int, default=None, metavar="N", help="tile size (default: automatic, 0: never)")
@@ -78,7 +79,7 @@ def run(args) -> int:
         logger.addHandler(handler)
         logger.propagate = False
     stream = Stream(args.source, args.sink, model=args.server or args.model, backend=args.backend, threads=args.threads,
-                    tile=args.tile, policy=args.policy, batch=args.batch, side_by_side=args.side_by_side,
+                    gray_model=args.gray_model, tile=args.tile, policy=args.policy, batch=args.batch, side_by_side=args.side_by_side,
                     max_frames=args.max_frames, stats_json=args.stats_json, stats_interval=args.stats_interval,
                     prometheus=args.prometheus, status=not args.quiet, fps=args.fps,
                     reconnect=Reconnect(max_attempts=args.reconnect_attempts or None))
@@ -92,6 +93,8 @@ def run(args) -> int:
     if not args.quiet:
         g = stats["glass_to_glass"]
         backend = " ".join(filter(None, (stats["backend"], stats["precision"])))
+        if stats.get("gray_model"):
+            backend += f"; gray frames: {stats['gray_model']}"
         print(f"mirnet stream: {stats['state']}: wrote {stats['frames']} frames to {stats['sink']} "
               f"({backend}, {stats['fps']:.1f} fps, glass-to-glass p50 {g['p50_ms'] or 0:.0f} ms, "
               f"dropped {stats['dropped']}, reconnects {stats['reconnects']})", file=sys.stderr)

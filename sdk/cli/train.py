@@ -5,7 +5,7 @@ import json
 import sys
 
 from ..camera import PRESETS
-from .common import add_max_pixels, max_pixels, non_negative_float, positive_int
+from .common import add_gray_model, add_max_pixels, max_pixels, non_negative_float, positive_int
 
 
 def add_parsers(sub) -> None:
@@ -39,6 +39,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--tune", action="store_true", help="with --baseline nlm: pick its strength on DATA first "
                    "(validation data only) and print it")
     p.add_argument("--backend", default="auto", choices=("auto", "ort", "openvino", "torch"))
+    add_gray_model(p)
     p.add_argument("--threads", type=positive_int, default=None)
     add_max_pixels(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -61,7 +62,8 @@ def run_eval(args) -> int:
         result = evaluate(args.data, model=args.model, baseline=args.baseline, sigma=args.sigma,
                           pairs=args.pairs, protocol=args.protocol, y_channel=args.y, clip=args.clip,
                           limit=args.limit, crop=args.crop, tune=args.tune, backend=args.backend,
-                          threads=args.threads, holdout_every=args.holdout_every, gray=args.gray)
+                          threads=args.threads, holdout_every=args.holdout_every, gray=args.gray,
+                          gray_model=args.gray_model)
     if args.json:
         print(json.dumps(result))
     else:

@@ -221,3 +221,29 @@ def deepen(model: MIRNetV2, n_rrg: int) -> MIRNetV2:
     out.body = nn.Sequential(*out.body, *added)
     out.config = grown
     return out
+
+
+def to_gray(model: MIRNetV2) -> MIRNetV2:
+    """A one-channel copy of a colour ``model`` that computes, for a gray frame, the channel mean of
+    what ``model`` returns for that frame copied into three channels: ``conv_in`` sums its weights
+    over the colour channels and ``conv_out`` averages them (the body is shared). The starting point
+    of a gray specialist, which training then moves to monochrome noise."""
+    cfg = model.config
+    if (cfg.in_channels, cfg.out_channels, cfg.residual, cfg.scale) != (3, 3, "image", 1):
+        raise InputError(f"to_gray needs a 3-in, 3-out colour denoiser (image residual, scale 1); this model "
+                         f"has in_channels={cfg.in_channels}, out_channels={cfg.out_channels}, "
+                         f"residual={cfg.residual!r}, scale={cfg.scale}")
+    gray = MIRNetV2(cfg.replace(in_channels=1, out_channels=1))
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith(("conv_in.", "conv_out."))}
+    k = cfg.unshuffle ** 2  # pixel-unshuffle puts colour c's sub-pixel s at channel c * k + s
+    w_in = model.conv_in.weight.detach()
+    state["conv_in.weight"] = w_in.reshape(w_in.shape[0], 3, k, *w_in.shape[2:]).sum(1)
+    w_out = model.conv_out.weight.detach()
+    state["conv_out.weight"] = w_out.reshape(3, k, *w_out.shape[1:]).mean(0)
+    for name, conv in (("conv_in", model.conv_in), ("conv_out", model.conv_out)):
+        if conv.bias is not None:
+            bias = conv.bias.detach()
+            state[f"{name}.bias"] = bias if name == "conv_in" else bias.reshape(3, k).mean(0)
+    param = next(model.parameters())
+    gray.load_state_dict(state)
+    return gray.to(device=param.device, dtype=param.dtype).train(model.training)

@@ -92,7 +92,8 @@ class Stream:
     :class:`Source`, or any iterable of images. ``sink``: a URI or path (see
     :mod:`mirnet.sdk.stream.sinks`), a :class:`Sink`, a callable ``fn(image, frame)``, or None
     (discard). ``model``: a bundled name, a model file, an opened Backend, or a
-    :class:`~mirnet.sdk.Restorer` (not closed by the stream). ``policy``: ``"latest"`` or
+    :class:`~mirnet.sdk.Restorer` (not closed by the stream). ``gray_model``: what restores gray
+    frames (see :class:`~mirnet.sdk.Restorer`; ignored when ``model`` is a Restorer). ``policy``: ``"latest"`` or
     ``"block"``; None picks ``latest`` for live sources and ``block`` for files. ``batch``: frames
     per inference call (``block`` waits for full batches; ``latest`` takes what is ready).
     ``side_by_side``: write ``input | output``. ``max_frames``: stop after reading that many.
@@ -115,7 +116,7 @@ class Stream:
                  stats_interval: float = 1.0, prometheus: int | None = None,
                  status: bool | TextIO = False, reconnect: Reconnect | None = None,
                  fps: float | None = None, order: str = "bgr", queue_size: int | None = None,
-                 window: int = 8192):
+                 window: int = 8192, gray_model="auto"):
         if policy is not None and policy not in POLICIES:
             raise ConfigError(f"policy={policy!r}: valid policies are {POLICIES} (or None: latest for live "
                               f"sources, block for files)")
@@ -135,6 +136,7 @@ class Stream:
                               f"or None for the source's")
         self.source_spec, self.sink_spec, self.model = source, sink, model
         self.backend_name, self.threads, self.device, self.tile = backend, threads, device, tile
+        self.gray_model = gray_model
         self.policy, self.batch, self.side_by_side, self.max_frames = policy, batch, side_by_side, max_frames
         self.stats_json, self.stats_interval, self.prometheus = stats_json, stats_interval, prometheus
         self.status, self.reconnect, self.fps, self.order = status, reconnect, fps, order
@@ -220,13 +222,9 @@ class Stream:
 
     def _on_device(self, image: np.ndarray) -> bool:
         """Whether ``image`` takes the backend's device path (pre/post-processing next to the network:
-        TensorRT or PyTorch on a GPU): uint8 H x W x 3 frames the Restorer would not tile. Other
-        kinds (gray, alpha, 16-bit, float) are prepared and finished on the CPU."""
-        if not self._device_io or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            return False
-        m = self._restorer.spec.pad_multiple
-        h, w = image.shape[:2]
-        return self._restorer.tile_for(-(-h // m) * m, -(-w // m) * m) is None
+        TensorRT or PyTorch on a GPU), see :meth:`Restorer.frames_path`. Other kinds (gray, alpha,
+        16-bit, float, frames the Restorer tiles) are prepared and finished on the CPU."""
+        return self._device_io and self._restorer.frames_path([image])
 
     def _preprocess(self, item: _Item) -> None:
         t0 = time.perf_counter()
@@ -319,7 +317,7 @@ class Stream:
         if isinstance(self.model, Restorer):
             return self.model, False
         return Restorer(self.model, backend=self.backend_name, threads=self.threads, device=self.device,
-                        tile=self.tile), True
+                        tile=self.tile, gray_model=self.gray_model), True
 
     def run(self) -> dict:
         """Run to the end (see the class docstring) and return the final statistics."""
@@ -357,6 +355,7 @@ class Stream:
             stats.info = {"source": source.uri, "sink": sink.uri, "model": _model_name(self.model, restorer),
                           "backend": getattr(restorer.backend, "name", type(restorer.backend).__name__),
                           "precision": getattr(restorer.backend, "precision", None),
+                          "gray_model": restorer.gray_description,
                           "policy": policy, "batch": self.batch, "side_by_side": self.side_by_side}
             if self.prometheus is not None:
                 try:

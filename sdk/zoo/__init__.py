@@ -38,6 +38,15 @@ def has_onnx(name: str) -> bool:
     return (ZOO_DIR / f"{name}.onnx").is_file()
 
 
+def gray_companion(model: str | os.PathLike) -> str | None:
+    """The bundled gray specialist of bundled model ``model`` (``NAME-gray``), or None: the model
+    :class:`~mirnet.sdk.Restorer` runs gray frames on by default."""
+    if not is_bundled_name(model):
+        return None
+    name = f"{os.fspath(model)}-gray"
+    return name if name in bundled() else None
+
+
 def is_bundled_name(path_or_name: str | os.PathLike) -> bool:
     """True for the name of a bundled model that is not also an existing path."""
     return not Path(path_or_name).exists() and str(path_or_name) in bundled()

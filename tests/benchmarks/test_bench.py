@@ -82,3 +82,23 @@ def test_slow_runner_is_skipped_at_larger_sizes(monkeypatch):
     result = suite.run([], sizes=[(16, 16), (32, 32)], baselines=["x"], min_seconds=0.0,
                        max_seconds_per_run=0.01)
     assert "skipped" not in result["rows"][0] and "slower than" in result["rows"][1]["skipped"]
+
+
+def test_bundled_rows_run_gray_frames_as_the_sdk_does():
+    """A bundled model with a gray specialist: the bench's rows restore gray frames on it (as the
+    Restorer does), colour frames on the model."""
+    from mirnet.sdk import Restorer, zoo
+
+    runners = {(r.backend, r.precision): r for r in suite._model_runners(zoo.DEFAULT_MODEL, threads=1)}
+    rng = np.random.default_rng(0)
+    gray = np.repeat(rng.random((1, 1, 32, 48), dtype=np.float32), 3, axis=1)
+    colour = rng.random((1, 3, 32, 48), dtype=np.float32)
+    with Restorer(zoo.DEFAULT_MODEL, backend="ort") as sdk, \
+            Restorer(zoo.DEFAULT_MODEL, backend="ort", gray_model=None) as plain:
+        ort = runners[("onnxruntime", "fp32")].infer
+        np.testing.assert_array_equal(ort(gray), sdk.infer_tensor(gray))
+        np.testing.assert_array_equal(ort(colour), plain.infer_tensor(colour))
+        assert np.abs(ort(gray) - plain.infer_tensor(gray)).max() > 1e-3
+    if importlib.util.find_spec("openvino"):
+        ov = runners[("openvino", "fp32")].infer
+        assert np.abs(ov(gray) - ort(gray)).max() < 1e-3

@@ -67,3 +67,14 @@ def test_eval_camera_protocol_from_the_command_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["eval", "--baseline", "nlm", "--data", str(tmp_path / "clean"), "--protocol", "x"])
     assert exc.value.code == 2
+
+
+def test_every_camera_denoising_preset_has_a_tuned_nlm_and_h264_mono_is_h264_on_a_gray_sensor():
+    from mirnet.sdk.camera import PRESETS
+    from mirnet.sdk.evaluate import NLM_TUNED
+
+    assert set(NLM_TUNED) == set(PRESETS) - {"lowlight"}
+    colour, mono = PRESETS["camera-h264"], PRESETS["camera-h264-mono"]
+    assert (mono.peak, mono.read_sigma, mono.codecs, mono.crf, mono.pframe_prob) == \
+        (colour.peak, colour.read_sigma, colour.codecs, colour.crf, colour.pframe_prob)
+    assert (mono.mono_prob, mono.bayer_prob) == (1.0, 0.0)

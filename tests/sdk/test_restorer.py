@@ -5,6 +5,7 @@ side of that rule: tests/sdk/test_openvino_backend.py)."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -326,3 +327,102 @@ def test_bundled_name_runs_its_shipped_onnx(tmp_path, monkeypatch):
     if importlib.util.find_spec("torch"):
         with Restorer(zoo.DEFAULT_MODEL, backend="torch") as r:
             assert r.backend.name == "torch"
+
+
+# ---------------------------------------------------------------------------- gray model
+
+
+@pytest.fixture(scope="module")
+def gray_onnx(tiny_weights, tmp_path_factory):
+    """A one-channel model made from the tiny colour one (to_gray), then moved away from it, so that
+    which model restored a frame shows in the numbers."""
+    torch = pytest.importorskip("torch")
+    from mirnet.optimize.export_onnx import export_onnx
+    from mirnet.sdk.model import load_model, save_weights
+    from mirnet.sdk.model.arch import to_gray
+
+    gray = to_gray(load_model(tiny_weights))
+    with torch.no_grad():
+        gray.conv_out.weight.mul_(3.0)
+    weights = save_weights(gray, tmp_path_factory.mktemp("gray") / "tiny-gray.safetensors")
+    return export_onnx(load_model(weights), weights.with_suffix(".onnx"), source=weights)
+
+
+def test_gray_frames_run_on_the_gray_model(tiny_onnx, gray_onnx, monkeypatch):
+    """Gray frames (1 channel, or 3 channels within GRAY_TOLERANCE) take the gray model, colour
+    frames the colour one, in one batch too; the frame path is kept for colour frames only."""
+    gray = noisy(24, 40, c=1, seed=7)[..., 0]
+    colour = noisy(24, 40, seed=8)
+    tinted = np.repeat(gray[..., None], 3, axis=2)
+    tinted[5, 6] += np.array([0, 2, 0], dtype=np.uint8)  # a chroma rounding's tint: still gray
+    off = np.repeat(gray[..., None], 3, axis=2)
+    off[5, 6] += np.array([0, 3, 0], dtype=np.uint8)  # more than GRAY_TOLERANCE: colour
+    with Restorer(tiny_onnx, backend="ort", gray_model=None) as plain, \
+            Restorer(gray_onnx, backend="ort") as gray_only, \
+            Restorer(tiny_onnx, backend="ort", gray_model=gray_onnx) as r:
+        assert plain.gray_description is None and r.gray_description == "tiny-gray.onnx on ort"
+        by_gray, by_colour = gray_only.restore(gray), plain.restore(gray)
+        assert psnr(by_gray, by_colour) < 40  # the two models differ on this frame
+        np.testing.assert_array_equal(r.restore(gray), by_gray)
+        np.testing.assert_array_equal(r.restore(colour), plain.restore(colour))
+        out = r.restore(tinted)
+        assert np.array_equal(out[..., 0], out[..., 1]) and np.array_equal(out[..., 1], out[..., 2])
+        assert psnr(out[..., 0], by_gray) > 45  # the channel mean of a near-gray frame
+        np.testing.assert_array_equal(r.restore(off), plain.restore(off))
+        batch = r.restore_batch([colour, np.repeat(gray[..., None], 3, axis=2), colour])
+        np.testing.assert_array_equal(batch[0], plain.restore(colour))
+        np.testing.assert_array_equal(batch[1][..., 0], by_gray)
+        np.testing.assert_array_equal(batch[2], batch[0])
+        with pytest.raises(InputError, match="gray frames only.*sample 0 is a colour frame"):
+            gray_only.restore(colour)
+        monkeypatch.setattr(r.backend, "supports_device_io", True)
+        assert r.frames_path([colour]) and not r.frames_path([colour, tinted])
+
+
+def test_gray_model_errors_and_bundled_companion(tiny_onnx, gray_onnx, capsys):
+    from mirnet.sdk import zoo
+    from mirnet.sdk.cli import main
+
+    with pytest.raises(ConfigError, match="takes 3 and returns 3 channels; a gray model takes and returns one"):
+        Restorer(tiny_onnx, backend="ort", gray_model=tiny_onnx)
+    with pytest.raises(ConfigError, match="gray_model=42"):
+        Restorer(tiny_onnx, gray_model=42)
+    with pytest.raises(ConfigError, match="the model is a gray model itself"):
+        Restorer(gray_onnx, backend="ort", gray_model=gray_onnx)
+    assert zoo.gray_companion(tiny_onnx) is None and zoo.gray_companion("no-such-model") is None
+    companion = f"{zoo.DEFAULT_MODEL}-gray"
+    assert zoo.gray_companion(zoo.DEFAULT_MODEL) == companion and zoo.gray_companion(companion) is None
+    with Restorer(zoo.DEFAULT_MODEL) as r:
+        assert r.gray_description.startswith(f"{companion}.onnx on ")
+        assert r.gray_backend.input_spec.channels == 1
+    assert main(["info", zoo.DEFAULT_MODEL]) == 0
+    assert f"gray      gray frames (1 channel, or 3 equal ones) run on the bundled {companion}" in capsys.readouterr().out
+
+
+def test_eval_and_stream_take_the_gray_model(tiny_onnx, gray_onnx, tmp_path, capsys):
+    """`mirnet eval --gray-model` and `Stream(gray_model=...)` restore gray frames with it; `none`
+    keeps them on the colour model."""
+    import cv2
+
+    from mirnet.sdk.cli import main
+    from mirnet.sdk.stream import Stream
+
+    folder = tmp_path / "clean"
+    folder.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(folder / f"{i}.png"), noisy(32, 48, seed=20 + i))
+    scores = {}
+    for gray_model in (str(gray_onnx), "none"):
+        assert main(["eval", "--model", str(tiny_onnx), "--backend", "ort", "--gray-model", gray_model,
+                     "--data", str(folder), "--sigma", "25", "--gray", "--json"]) == 0
+        scores[gray_model] = json.loads(capsys.readouterr().out)["psnr"]
+    with Restorer(gray_onnx, backend="ort") as gray_only:
+        frames = [noisy(32, 48, c=1, seed=30 + i)[..., 0] for i in range(3)]
+        want = [gray_only.restore(f) for f in frames]
+    got = []
+    stats = Stream(iter(frames), lambda image, frame: got.append(image), model=tiny_onnx, backend="ort",
+                   gray_model=gray_onnx, policy="block").run()
+    assert scores[str(gray_onnx)] != pytest.approx(scores["none"], abs=0.01)
+    assert stats["gray_model"] == "tiny-gray.onnx on ort" and len(got) == 3
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -8,8 +8,9 @@ from mirnet.sdk import Restorer, artifact, zoo
 REPO_DATA = __import__("pathlib").Path(__file__).resolve().parents[1] / "data"
 
 
-#: bundled name -> its variant (denoise-lite: lite grown to 3 RRGs; denoise-fast: denoise-lite with one exchange round)
-VARIANTS = {"denoise-lite": None, "lowlight-lite": "lite", "denoise-fast": None}
+#: bundled name -> its variant (denoise-lite: lite grown to 3 RRGs; denoise-fast: denoise-lite with one exchange
+#: round; denoise-lite-gray: denoise-lite with one channel in and out)
+VARIANTS = {"denoise-lite": None, "lowlight-lite": "lite", "denoise-fast": None, "denoise-lite-gray": None}
 
 
 def test_the_bundled_models():
@@ -34,6 +35,17 @@ def test_denoise_fast_records_its_recipe():
     assert prune["finetune"]["distillation"]["teacher"] == "denoise-lite.safetensors"
     default = artifact.read_manifest(zoo.bundled()["denoise-lite"], kind="weights")["config"]
     assert manifest["config"] == dict(default, width=1)  # every RRG kept, one exchange round instead of two
+
+
+def test_the_gray_path_of_the_default_is_its_one_channel_specialist():
+    """denoise-lite-gray is denoise-lite's network with one channel in and out, trained from it on gray
+    samples only; the Restorer runs gray frames of the default model on it."""
+    default = artifact.read_manifest(zoo.bundled()[zoo.DEFAULT_MODEL], kind="weights")["config"]
+    manifest = artifact.read_manifest(zoo.bundled()["denoise-lite-gray"], kind="weights")
+    assert manifest["config"] == dict(default, in_channels=1, out_channels=1)
+    assert manifest["training"]["config"]["init"] == zoo.DEFAULT_MODEL
+    assert all(d["gray_prob"] == 1 or (d["camera"] or {}).get("mono_prob") == 1 for d in manifest["training"]["data"])
+    assert zoo.gray_companion(zoo.DEFAULT_MODEL) == "denoise-lite-gray"
 
 
 def test_default_model_is_bundled():
@@ -66,7 +78,7 @@ def test_shipped_onnx_is_the_export_of_the_shipped_weights(name, tmp_path):
     assert manifest["config"] == artifact.read_manifest(weights, kind="weights")["config"]
     assert manifest["variant"] == VARIANTS[name] and manifest["precision"] == "fp32"
     fresh = export_onnx(load_model(weights), tmp_path / "fresh.onnx", source=weights)
-    x = np.random.default_rng(0).random((1, 3, 48, 64), dtype=np.float32)
+    x = np.random.default_rng(0).random((1, manifest["config"]["in_channels"], 48, 64), dtype=np.float32)
     outs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
             for p in (shipped, fresh)]
     np.testing.assert_allclose(outs[0], outs[1], atol=1e-5)

@@ -16,6 +16,8 @@ import yaml
 
 from mirnet.sdk.cli import main
 from mirnet.sdk.errors import ConfigError, InputError
+from mirnet.sdk.evalsets import EvalSet
+from mirnet.sdk.model import MIRNetV2Config
 from mirnet.sdk.model.arch import deepen
 from mirnet.train.config import TrainConfig
 from mirnet.train.loop import TrainStep, Trainer, run_steps
@@ -277,3 +279,89 @@ def test_camera_sources_cpu_bf16_channels_last_and_camera_validation(tmp_path):
         np.testing.assert_allclose(model(x), trainer.train_step.averaged.float()(x), atol=1e-6)
     with pytest.raises(ConfigError, match="camera-h264"):
         TrainConfig.from_dict(_config(tmp_path, val={"clean": str(tmp_path / "clean"), "protocols": ["h264"]}))
+
+
+def test_a_gray_model_grows_from_a_colour_one_and_trains_on_gray_samples(tmp_path):
+    """`in_channels: 1, out_channels: 1` with colour init weights starts from to_gray (the colour
+    model's channel mean on gray frames, exactly), trains on gray samples only (colour sources are
+    refused, naming the setting to change), validates on gray AWGN frames and exports a 1-channel
+    model."""
+    from mirnet.sdk.model import create_model, load_model, save_weights
+    from mirnet.sdk.model.arch import to_gray
+    from mirnet.train.data import TrainSet
+
+    lite = create_model(MIRNetV2Config(n_feat=8, n_rrg=1, n_mrb=1, unshuffle=2, bias=True)).eval()
+    x = torch.rand(2, 1, 16, 16)
+    with torch.no_grad():
+        for p in lite.parameters():  # the zero-initialised biases too
+            p.add_(0.01 * torch.randn_like(p))
+        torch.testing.assert_close(to_gray(lite).eval()(x), lite(x.expand(-1, 3, -1, -1)).mean(1, keepdim=True),
+                                   rtol=0, atol=2e-6)
+    with pytest.raises(InputError, match="scale=2"):
+        to_gray(create_model(MIRNetV2Config(n_feat=8, n_rrg=1, n_mrb=1, scale=2)))
+
+    base = create_model(TrainConfig.from_dict(_config(tmp_path)).model_config()).eval()
+    save_weights(base, tmp_path / "colour.safetensors")
+    gray_sources = [{"clean": str(tmp_path / "clean"), "gray_prob": 1.0, "degrade": {"awgn_sigma": [0, 50]}}]
+    data = _config(tmp_path, init=str(tmp_path / "colour.safetensors"), sources=gray_sources,
+                   model={"n_rrg": 1, "in_channels": 1, "out_channels": 1}, iters=[4], patch=[16], batch=[2],
+                   val={"clean": str(tmp_path / "clean"), "sigma": 25, "gray": True, "limit": 1, "crop": 32,
+                        "every": 4})
+    trainer = Trainer(TrainConfig.from_dict(data), quiet=True)
+    with torch.no_grad():
+        start = copy.deepcopy(trainer.model).eval()
+        torch.testing.assert_close(start(x), base(x.expand(-1, 3, -1, -1)).mean(1, keepdim=True),
+                                   rtol=0, atol=2e-6)
+    sample_in, sample_target = TrainSet(TrainConfig.from_dict(data).sources, channels=1)[(0, 0, 16)]
+    assert sample_in.shape == sample_target.shape == (1, 16, 16)
+    final = trainer.fit()
+    model = load_model(final)
+    assert (model.config.in_channels, model.config.out_channels) == (1, 1)
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    logged = [m["val_psnr"] for m in metrics if "val_psnr" in m]
+    (degraded, clean), = EvalSet.from_clean(tmp_path / "clean", 25, limit=1, crop=32, gray=True)
+    assert np.array_equal(degraded[..., 0], degraded[..., 2]) and np.array_equal(clean[..., 0], clean[..., 1])
+    with torch.no_grad():  # the gray model restores the frame's one channel; scored as RGB
+        out = model(torch.from_numpy(degraded[None, ..., :1].transpose(0, 3, 1, 2).copy()))[0, 0].numpy()
+    expected = 10 * np.log10(1 / np.mean((np.clip(out, 0, 1) - clean[..., 0]) ** 2, dtype=np.float64))
+    assert logged == [pytest.approx(expected, abs=1e-3)]
+
+    with pytest.raises(ConfigError, match=r"sources\[0\].*set gray_prob: 1"):
+        TrainConfig.from_dict(dict(data, sources=[dict(gray_sources[0], gray_prob=0.5)]))
+    with pytest.raises(ConfigError, match=r"set camera: \{mono_prob: 1\}"):
+        TrainConfig.from_dict(dict(data, sources=[{"clean": str(tmp_path / "clean"), "camera": {}}]))
+    with pytest.raises(ConfigError, match="val.gray.*set `sigma`"):
+        TrainConfig.from_dict(dict(data, val={"clean": str(tmp_path / "clean"), "gray": True,
+                                              "protocols": ["camera-mono"]}))
+
+
+def test_a_run_distils_from_a_teacher(tmp_path):
+    """`teacher`: the loss is Charbonnier against the ground truth and the frozen teacher's output,
+    weighted by `teacher_weight` (logged as the `data` and `teacher` terms); at weight 1 the
+    student learns the teacher, not the ground truth."""
+    from mirnet.sdk.model import create_model, save_weights
+
+    base = _config(tmp_path)
+    teacher = create_model(TrainConfig.from_dict(base).model_config()).eval()
+    torch.manual_seed(1)
+    save_weights(teacher, tmp_path / "teacher.safetensors")
+    data = _config(tmp_path, teacher=str(tmp_path / "teacher.safetensors"), teacher_weight=1.0, iters=[3], patch=[16],
+                   batch=[2], model={"n_rrg": 1})
+    trainer = Trainer(TrainConfig.from_dict(data), quiet=True)
+    inputs, targets = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    student = copy.deepcopy(trainer.model)
+    with torch.no_grad():
+        want = torch.sqrt((student(inputs) - teacher(inputs)) ** 2 + 1e-6).mean()
+    loss, terms = trainer.train_step(inputs, targets)
+    assert float(loss) == pytest.approx(float(want), rel=1e-4) and set(terms) == {"data", "teacher"}
+    with torch.no_grad():  # the teacher stays as it was loaded
+        torch.testing.assert_close(trainer.train_step.target(inputs, targets),
+                                   torch.cat([targets, teacher(inputs)], dim=1), rtol=0, atol=1e-6)
+    with pytest.raises(ConfigError, match="teacher_weight"):
+        TrainConfig.from_dict(dict(data, teacher_weight=1.5))
+    with pytest.raises(ConfigError, match="remove `loss`"):
+        TrainConfig.from_dict(dict(data, loss={"charbonnier": 1.0, "ssim": 0.5}))
+    gray = dict(data, model={"n_rrg": 1, "in_channels": 1, "out_channels": 1},
+                sources=[{"clean": str(tmp_path / "clean"), "gray_prob": 1.0, "degrade": {"awgn_sigma": [0, 50]}}])
+    with pytest.raises(ConfigError, match="maps 3 to 3 channels at scale 1, the model 1 to 1"):
+        Trainer(TrainConfig.from_dict(gray), quiet=True)
