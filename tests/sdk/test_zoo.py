@@ -8,8 +8,8 @@ from mirnet.sdk import Restorer, artifact, zoo
 REPO_DATA = __import__("pathlib").Path(__file__).resolve().parents[1] / "data"
 
 
-#: bundled name -> its variant (denoise-lite: lite grown to 3 RRGs; denoise-fast: denoise-lite with one exchange
-#: round; denoise-lite-gray: denoise-lite with one channel in and out)
+#: bundled name -> its variant (denoise-lite: lite grown to 3 RRGs; denoise-fast: denoise-lite with 2 RRGs and one
+#: exchange round; denoise-lite-gray: denoise-lite with one channel in and out)
 VARIANTS = {"denoise-lite": None, "lowlight-lite": "lite", "denoise-fast": None, "denoise-lite-gray": None}
 
 
@@ -27,14 +27,17 @@ def test_bundled_manifest(name):
 
 
 def test_denoise_fast_records_its_recipe():
-    """denoise-fast is made from the default model by `mirnet prune` (exchange rounds removed, distilled)."""
+    """denoise-fast is made from the default model by `mirnet prune` (an RRG and an exchange round
+    removed, distilled), then trained on, still distilled from it."""
     manifest = artifact.read_manifest(zoo.bundled()["denoise-fast"], kind="weights")
     prune = manifest["prune"]
-    assert manifest["source"]["file"].endswith("denoise-lite.safetensors")
-    assert prune["target"]["rrgs"] is None and prune["target"]["width"] == 1
+    default = zoo.bundled()["denoise-lite"]
+    assert manifest["source"] == {"file": default.name, "sha256": artifact.sha256_file(default)}
+    assert prune["target"]["rrgs"] == 2 and prune["target"]["width"] == 1
     assert prune["finetune"]["distillation"]["teacher"] == "denoise-lite.safetensors"
-    default = artifact.read_manifest(zoo.bundled()["denoise-lite"], kind="weights")["config"]
-    assert manifest["config"] == dict(default, width=1)  # every RRG kept, one exchange round instead of two
+    assert manifest["training"]["config"]["teacher"] == "denoise-lite"
+    config = artifact.read_manifest(default, kind="weights")["config"]
+    assert manifest["config"] == dict(config, n_rrg=2, width=1)
 
 
 def test_the_gray_path_of_the_default_is_its_one_channel_specialist():
