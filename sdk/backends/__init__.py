@@ -6,7 +6,7 @@ weights on PyTorch. Heavy imports happen only when a backend is opened.
 The CPU rule of ``backend="auto"`` for ONNX files and bundled names (:func:`cpu_backend`): OpenVINO
 when ``openvino`` is installed, else ONNX Runtime, else PyTorch (a bundled model's weights). Measured
 on the 2-core AMD EPYC with AVX-512 BF16 of our CI, denoise-lite at 640x360, one thread: ONNX Runtime
-FP32 112.3 ms, OpenVINO FP32 99.6 ms, OpenVINO bf16 55.7 ms (the OpenVINO backend runs bf16 where the
+FP32 111.4 ms, OpenVINO FP32 101.4 ms, OpenVINO bf16 53.4 ms (the OpenVINO backend runs bf16 where the
 CPU has BF16; see :mod:`.openvino`). INT8 ONNX made for one runtime (manifest precision ``int8-ort``:
 ONNX Runtime's ``quantize_static``; ``int8-qdq``: Q/DQ for TensorRT) stays on ONNX Runtime, which the
 quality gate measured: OpenVINO would run them with other kernels and other numbers. The environment

@@ -9,8 +9,9 @@ REPO_DATA = __import__("pathlib").Path(__file__).resolve().parents[1] / "data"
 
 
 #: bundled name -> its variant (denoise-lite: lite grown to 3 RRGs; denoise-fast: denoise-lite with 2 RRGs and one
-#: exchange round; denoise-lite-gray: denoise-lite with one channel in and out)
-VARIANTS = {"denoise-lite": None, "lowlight-lite": "lite", "denoise-fast": None, "denoise-lite-gray": None}
+#: exchange round; NAME-gray: NAME with one channel in and out)
+VARIANTS = {"denoise-lite": None, "lowlight-lite": "lite", "denoise-fast": None, "denoise-lite-gray": None,
+            "denoise-fast-gray": None}
 
 
 def test_the_bundled_models():
@@ -40,15 +41,16 @@ def test_denoise_fast_records_its_recipe():
     assert manifest["config"] == dict(config, n_rrg=2, width=1)
 
 
-def test_the_gray_path_of_the_default_is_its_one_channel_specialist():
-    """denoise-lite-gray is denoise-lite's network with one channel in and out, trained from it on gray
-    samples only; the Restorer runs gray frames of the default model on it."""
-    default = artifact.read_manifest(zoo.bundled()[zoo.DEFAULT_MODEL], kind="weights")["config"]
-    manifest = artifact.read_manifest(zoo.bundled()["denoise-lite-gray"], kind="weights")
-    assert manifest["config"] == dict(default, in_channels=1, out_channels=1)
-    assert manifest["training"]["config"]["init"] == zoo.DEFAULT_MODEL
+@pytest.mark.parametrize("name", ["denoise-lite", "denoise-fast"])
+def test_the_gray_path_of_a_denoiser_is_its_one_channel_specialist(name):
+    """NAME-gray is NAME's network with one channel in and out, trained from it on gray samples
+    only; the Restorer runs NAME's gray frames on it."""
+    colour = artifact.read_manifest(zoo.bundled()[name], kind="weights")["config"]
+    manifest = artifact.read_manifest(zoo.bundled()[f"{name}-gray"], kind="weights")
+    assert manifest["config"] == dict(colour, in_channels=1, out_channels=1)
+    assert manifest["training"]["config"]["init"] == name
     assert all(d["gray_prob"] == 1 or (d["camera"] or {}).get("mono_prob") == 1 for d in manifest["training"]["data"])
-    assert zoo.gray_companion(zoo.DEFAULT_MODEL) == "denoise-lite-gray"
+    assert zoo.gray_companion(name) == f"{name}-gray"
 
 
 def test_default_model_is_bundled():
