@@ -427,3 +427,21 @@ def test_console_script(tmp_path, tiny_onnx):
     proc = subprocess.run([exe, "info", str(tmp_path / "missing.onnx")], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 4 and "missing.onnx" in proc.stderr
+
+
+def test_restore_and_stream_take_the_gray_model(tmp_path, capsys):
+    """`--gray-model`: a gray image from a monochrome camera restores on the bundled model's gray
+    specialist by default and on the colour model with `none`; `mirnet stream` names the specialist."""
+    gray = np.random.default_rng(3).integers(0, 256, (24, 32), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "ir.png"), gray)
+    outs = {}
+    for choice in ("auto", "none"):
+        assert restore(tmp_path / "ir.png", "-o", tmp_path / choice, "--gray-model", choice) == 0
+        outs[choice] = cv2.imread(str(tmp_path / choice / "ir.png"), cv2.IMREAD_UNCHANGED)
+    with Restorer("denoise-lite") as r, Restorer("denoise-lite", gray_model=None) as plain:
+        np.testing.assert_array_equal(outs["auto"], r.restore(gray))
+        np.testing.assert_array_equal(outs["none"], plain.restore(gray))
+    assert not np.array_equal(outs["auto"], outs["none"])
+    capsys.readouterr()
+    assert main(["stream", str(tmp_path / "ir.png"), "null://", "--model", "denoise-lite"]) == 0
+    assert "gray frames: denoise-lite-gray.onnx on " in capsys.readouterr().err
