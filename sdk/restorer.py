@@ -273,16 +273,18 @@ class Restorer:
         self.close()
 
 
+def _within(c0: np.ndarray, c1: np.ndarray, c2: np.ndarray, tol) -> bool:
+    """Whether three channel planes differ pairwise by at most ``tol`` (stops at the first pair that does not)."""
+    return bool(np.abs(c0 - c1).max() <= tol and np.abs(c1 - c2).max() <= tol)
+
+
 def gray_samples(x: np.ndarray) -> np.ndarray:
     """Per sample of an N x 3 x H x W batch: whether its channels differ by at most
     :data:`GRAY_TOLERANCE` everywhere (a gray frame)."""
-    tol = np.float32(GRAY_TOLERANCE)
-    flat = x.reshape(x.shape[0], 3, -1)
-    return np.array([np.abs(s[0] - s[1]).max() <= tol and np.abs(s[1] - s[2]).max() <= tol for s in flat])
+    return np.array([_within(*s, np.float32(GRAY_TOLERANCE)) for s in x])
 
 
 def is_gray_frame(image: np.ndarray) -> bool:
     """Whether a uint8 H x W x 3 frame is gray in the sense of :func:`gray_samples`."""
-    c = image.reshape(-1, 3).astype(np.int16)
-    limit = int(GRAY_TOLERANCE * 255)
-    return bool(np.abs(c[:, 0] - c[:, 1]).max() <= limit and np.abs(c[:, 1] - c[:, 2]).max() <= limit)
+    c = image.astype(np.int16)
+    return _within(c[..., 0], c[..., 1], c[..., 2], int(GRAY_TOLERANCE * 255))

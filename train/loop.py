@@ -206,11 +206,11 @@ def validate(model: torch.nn.Module, evalset: EvalSet, device: torch.device) -> 
     model.eval()
     config = model.config
 
+    gray = config.in_channels == 1  # a gray model sees the frame's one channel, scored as RGB
+
     def infer(x: np.ndarray) -> np.ndarray:
-        if config.in_channels == 1:  # a gray model sees the frame's one channel, scored as RGB
-            y = model(torch.from_numpy(x[:, :1]).to(device)).float().cpu().numpy()
-            return np.repeat(y, 3, axis=1)
-        return model(torch.from_numpy(x).to(device)).float().cpu().numpy()
+        y = model(torch.from_numpy(x[:, :1] if gray else x).to(device)).float().cpu().numpy()
+        return np.repeat(y, 3, axis=1) if gray else y
 
     result = score(lambda degraded: run_padded(infer, degraded, multiple=config.pad_multiple, scale=config.scale),
                    evalset)
