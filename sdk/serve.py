@@ -86,7 +86,8 @@ def _check_free(host: str, port: int, flag: str) -> None:
 
 class Server:
     """A Triton server for ``model`` (a bundled name or a model file, run with ``backend``,
-    ``threads`` and ``device`` like :class:`~mirnet.sdk.Restorer`).
+    ``threads``, ``device`` and ``gray_model`` like :class:`~mirnet.sdk.Restorer`: gray frames from
+    monochrome and IR cameras run on a bundled model's gray specialist by default).
 
     ``host``: the address HTTP and gRPC listen on (``0.0.0.0``: every interface). ``max_batch``:
     frames per server-side batch; ``max_queue_delay_us``: how long Triton holds a request to batch
@@ -99,7 +100,8 @@ class Server:
     """
 
     def __init__(self, model: str | os.PathLike = DEFAULT_MODEL, *, backend: str = "auto",
-                 threads: int | None = None, device: str = "cpu", host: str = "0.0.0.0",
+                 threads: int | None = None, device: str = "cpu", gray_model: str | os.PathLike | None = "auto",
+                 host: str = "0.0.0.0",
                  http_port: int = 8000, grpc_port: int = 8001, metrics_port: int = 8002, max_batch: int = 8,
                  max_queue_delay_us: int = 2000, instances: int = 1, exit_timeout: int = 10):
         for name, port in (("http_port", http_port), ("grpc_port", grpc_port), ("metrics_port", metrics_port)):
@@ -111,6 +113,7 @@ class Server:
         if not isinstance(exit_timeout, int) or exit_timeout < 1:
             raise ConfigError(f"exit_timeout={exit_timeout!r}: seconds, must be an integer >= 1")
         self.model, self.backend, self.threads, self.device = model, backend, threads, device
+        self.gray_model = gray_model
         self.host, self.http_port, self.grpc_port, self.metrics_port = host, http_port, grpc_port, metrics_port
         self.max_batch, self.max_queue_delay_us = max_batch, max_queue_delay_us
         self.instances, self.exit_timeout = instances, exit_timeout
@@ -136,8 +139,8 @@ class Server:
                            (self.metrics_port, "--metrics-port")):
             _check_free(self.host, port, flag)
         try:
-            self.restorers = [Restorer(self.model, backend=self.backend, threads=self.threads, device=self.device)
-                              for _ in range(self.instances)]
+            self.restorers = [Restorer(self.model, backend=self.backend, threads=self.threads, device=self.device,
+                                       gray_model=self.gray_model) for _ in range(self.instances)]
             spec = self.restorers[0].spec
             if spec.channels != 3 or spec.out_channels != 3:
                 raise ConfigError(f"{self.model}: the model takes {spec.channels} and returns {spec.out_channels} "

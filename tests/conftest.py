@@ -58,3 +58,19 @@ def tiny_onnx(tiny_weights):
     from mirnet.sdk.model import load_model
 
     return export_onnx(load_model(tiny_weights), tiny_weights.with_suffix(".onnx"), source=tiny_weights)
+
+
+@pytest.fixture(scope="session")
+def gray_onnx(tiny_weights, tmp_path_factory):
+    """A one-channel model made from the tiny colour one (to_gray), then moved away from it, so that
+    which model restored a frame shows in the numbers."""
+    torch = pytest.importorskip("torch")
+    from mirnet.optimize.export_onnx import export_onnx
+    from mirnet.sdk.model import load_model, save_weights
+    from mirnet.sdk.model.arch import to_gray
+
+    gray = to_gray(load_model(tiny_weights))
+    with torch.no_grad():
+        gray.conv_out.weight.mul_(3.0)
+    weights = save_weights(gray, tmp_path_factory.mktemp("gray") / "tiny-gray.safetensors")
+    return export_onnx(load_model(weights), weights.with_suffix(".onnx"), source=weights)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 
 from ..zoo import DEFAULT_MODEL
-from .common import on_signals
+from .common import add_gray_model, on_signals
 
 
 def add_parser(sub) -> None:
@@ -19,6 +19,7 @@ def add_parser(sub) -> None:
     p.add_argument("--backend", default="auto", choices=("auto", "ort", "openvino", "torch", "trt"))
     p.add_argument("--threads", type=int, default=None, help="inference threads per instance (default 1 for ORT)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    add_gray_model(p)
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0: every interface)")
     p.add_argument("--http-port", type=int, default=8000, metavar="PORT", help="HTTP port (default 8000)")
     p.add_argument("--grpc-port", type=int, default=8001, metavar="PORT", help="gRPC port (default 8001)")
@@ -41,7 +42,8 @@ def run(args) -> int:
     from ..errors import ServerError
     from ..serve import Server
 
-    server = Server(args.model, backend=args.backend, threads=args.threads, device=args.device, host=args.host,
+    server = Server(args.model, backend=args.backend, threads=args.threads, device=args.device,
+                    gray_model=args.gray_model, host=args.host,
                     http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
                     max_batch=args.max_batch, max_queue_delay_us=args.max_queue_delay_us,
                     instances=args.instances, exit_timeout=args.exit_timeout)
@@ -49,9 +51,10 @@ def run(args) -> int:
     with on_signals(lambda signum, count: stop.set()):  # a stop requested, not an error: exit 0
         try:
             server.start()
-            urls = server.urls
+            urls, gray = server.urls, server.restorers[0].gray_description
             print(f"mirnet serve: {args.model} ready as model 'mirnet' at {urls['grpc']} and {urls['http']} "
-                  f"(metrics {urls['metrics']}); SIGINT or SIGTERM stops", file=sys.stderr, flush=True)
+                  f"(metrics {urls['metrics']}; gray frames: {gray or 'the model itself'}); SIGINT or SIGTERM "
+                  f"stops", file=sys.stderr, flush=True)
             while not stop.wait(0.5):
                 if not server.is_alive():
                     raise ServerError("Triton stopped unexpectedly; its log above says why")

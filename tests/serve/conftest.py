@@ -19,12 +19,12 @@ def short_tmp():
 
 
 @pytest.fixture(scope="module")
-def server(tiny_onnx):
-    """One `mirnet serve` for a module: tiny_onnx, batches of up to 8 frames held 50 ms (so that
-    concurrent clients' frames meet in one batch)."""
+def server(tiny_onnx, gray_onnx):
+    """One `mirnet serve` for a module: tiny_onnx with gray_onnx for gray frames, batches of up to 8
+    frames held 50 ms (so that concurrent clients' frames meet in one batch)."""
     needs_serving()
     tmp = Path(tempfile.mkdtemp(prefix="ms-"))
-    proc = ServerProcess(["--model", str(tiny_onnx), "--max-batch", "8", "--max-queue-delay-us", "50000"], tmp)
+    proc = ServerProcess(["--model", str(tiny_onnx), "--gray-model", str(gray_onnx), "--max-batch", "8", "--max-queue-delay-us", "50000"], tmp)
     try:
         yield proc.start()
     finally:

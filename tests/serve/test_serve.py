@@ -126,6 +126,23 @@ def test_eight_concurrent_clients_get_the_local_restorers_numbers(server, tiny_o
     assert requests == 24 + 8 and executions < requests, (requests, executions)
 
 
+def test_gray_frames_run_on_the_servers_gray_model(server, tiny_onnx, gray_onnx):
+    """A monochrome camera's frames (1 channel, or 3 equal ones) take the server's --gray-model,
+    colour frames the colour model, in one server-side batch too; the ready line names it."""
+    rng = np.random.default_rng(5)
+    gray = rng.integers(0, 256, (40, 56), dtype=np.uint8)
+    colour = frames(1, seed=6)[0]
+    with Restorer(tiny_onnx, gray_model=gray_onnx) as local, Restorer(tiny_onnx, gray_model=None) as plain, \
+            Restorer(server.grpc_url) as remote:
+        want = local.restore(gray)
+        assert max_diff(want, plain.restore(gray)) > 8  # the two models differ on this frame
+        assert max_diff(remote.restore(gray), want) <= 1
+        batch = remote.restore_batch([colour, np.repeat(gray[..., None], 3, axis=2)])
+        assert max_diff(batch[0], local.restore(colour)) <= 1
+        assert max_diff(batch[1][..., 0], want) <= 1 and np.array_equal(batch[1][..., 0], batch[1][..., 2])
+    assert re.search(r"ready as model 'mirnet' .*gray frames: tiny-gray\.onnx on \w+", server.output())
+
+
 def test_health_endpoints(server):
     for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/mirnet/ready"):
         with urllib.request.urlopen(server.http_url + path, timeout=5) as r:
@@ -135,8 +152,8 @@ def test_health_endpoints(server):
 
 
 @pytest.mark.parametrize("scheme", ["grpc", "http"])
-def test_remote_paths_match_local(server, tiny_onnx, scheme):
-    local = Restorer(tiny_onnx)
+def test_remote_paths_match_local(server, tiny_onnx, gray_onnx, scheme):
+    local = Restorer(tiny_onnx, gray_model=gray_onnx)  # as the server runs it
     url = server.grpc_url if scheme == "grpc" else server.http_url
     colour = frames(1, 37, 61)[0]  # not a multiple of the pad: the server pads and crops
     gray = cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY)
