@@ -116,6 +116,8 @@ class GateResult:
     layer_analysis: dict = field(default_factory=dict)
     suggested_exclude: list = field(default_factory=list)
     fix: str | None = None
+    #: what ran the artifact: its backend and, where it chose one, the precision (``openvino bf16``)
+    runtime: str = ""
 
     @property
     def reason(self) -> str:
@@ -136,7 +138,8 @@ class GateResult:
         """Human-readable report: verdict, metrics, worst layers, fix."""
         verdict = "PASSED" if self.passed else "FAILED"
         lines = [f"quality gate {verdict}: {Path(self.artifact).name} vs {Path(self.reference).name} on "
-                 f"{self.n} frame(s): {self.inputs.get('description')}" + (f" of {self.data}" if self.data else "")]
+                 f"{self.n} frame(s): {self.inputs.get('description')}" + (f" of {self.data}" if self.data else "")
+                 + (f"; the artifact ran on {self.runtime}" if self.runtime else "")]
         if self.vs_clean:
             a, r = self.vs_clean["artifact"], self.vs_clean["reference"]
             lines.append(f"  vs ground truth: reference {r['psnr_db']:.2f} dB / SSIM {r['ssim']:.4f}, artifact "
@@ -354,7 +357,7 @@ def _fix_command(manifest: dict | None, artifact: Path, exclude: list[str]) -> s
         command = (f"mirnet quantize {shlex.quote(source)} {' '.join(args)} --exclude {merged} "
                    f"-o {shlex.quote(artifact.name)} --force")
         qat = (" or fine-tune the quantized model: add --qat-steps 2000 --data DIR (clean training images)"
-               if q["target"] == "tensorrt" else "")
+               if q["target"] in ("cpu", "tensorrt") else "")
         return f"keep the worst layers in float: {command}{qat}"
     return f"keep the worst layers in float: mirnet quantize MODEL ... --exclude {merged}"
 
@@ -461,7 +464,8 @@ def run_gate(artifact: str | os.PathLike, reference: str | os.PathLike, data: st
                         inputs=inputs.record(), max_loss_db=float(max_loss_db) if truth else None,
                         min_psnr_db=None if min_psnr_db is None else float(min_psnr_db), passed=False, n=len(rows),
                         psnr_db=round(mean_psnr, 3), psnr_min_db=round(min(psnrs), 3),
-                        ssim=round(float(np.mean(ssims)), 5) if ssims else None, frames=rows)
+                        ssim=round(float(np.mean(ssims)), 5) if ssims else None, frames=rows,
+                        runtime=" ".join(filter(None, (art_b.name, art_b.precision))))
     if truth:
         def mean(key):
             vals = [r[key] for r in rows if r[key] is not None]

@@ -26,7 +26,7 @@ from mirnet.sdk.errors import ArtifactError, ConfigError, require
 
 from .calibration import DEFAULT_PERCENTILE, split_patterns
 
-__all__ = ["quantize_cpu_onnx", "require_integer_kernels", "check_dynamic_shapes"]
+__all__ = ["quantize_onnxruntime", "require_integer_kernels", "check_dynamic_shapes"]
 
 ORT_ENTROPY_BINS = 512  # ORT's quantize_static default (128 bins = 128 quantized bins) degenerates to MinMax
 
@@ -93,7 +93,7 @@ class _CalibReader:
         self.i = 0
 
 
-def quantize_cpu_onnx(fp32_onnx: str | os.PathLike, calib: np.ndarray, out: str | os.PathLike, *,
+def quantize_onnxruntime(fp32_onnx: str | os.PathLike, calib: np.ndarray, out: str | os.PathLike, *,
                       method: str = "max", exclude: Sequence[str] = (), percentile: float = DEFAULT_PERCENTILE,
                       op_types: Sequence[str] | None = None, config: dict | None = None,
                       work_dir: str | os.PathLike | None = None) -> dict:
@@ -108,7 +108,7 @@ def quantize_cpu_onnx(fp32_onnx: str | os.PathLike, calib: np.ndarray, out: str 
     methods = {"max": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
     if method not in methods:
-        raise ConfigError(f"--method {method!r}: valid methods for --target cpu are {', '.join(methods)}")
+        raise ConfigError(f"--method {method!r}: valid methods for --target onnxruntime are {', '.join(methods)}")
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix="mirnet-quant-", dir=work_dir) as tmp:
         pre = Path(tmp) / "pre.onnx"

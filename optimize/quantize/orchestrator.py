@@ -29,9 +29,11 @@ from .calibration import (DEFAULT_CALIB_IMAGES, DEFAULT_CALIB_SIZE, DEFAULT_PERC
 
 __all__ = ["quantize", "QuantizeResult", "TARGETS"]
 
-TARGETS = ("tensorrt", "cpu", "openvino")
+TARGETS = ("tensorrt", "cpu", "onnxruntime", "openvino")
 #: the artifact each target writes
-SUFFIXES = {"tensorrt": ".onnx", "cpu": ".onnx", "openvino": ".xml"}
+SUFFIXES = {"tensorrt": ".onnx", "cpu": ".onnx", "onnxruntime": ".onnx", "openvino": ".xml"}
+#: targets written as explicit Q/DQ ONNX by :mod:`.tensorrt` (ModelOpt, QAT possible), and their precisions
+QDQ_PRECISIONS = {"tensorrt": "int8-qdq", "cpu": "int8-qdq-cpu"}
 
 
 @dataclass
@@ -57,9 +59,12 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, *, target: str, c
     QualityGateError (artifact kept, manifest ``gate.passed: false``) when it fails.
 
     ``target="tensorrt"``: explicit Q/DQ ONNX for TensorRT (:mod:`.tensorrt`: ModelOpt or the
-    PyTorch fake-quant fallback, optional QAT). ``target="cpu"``: ONNX Runtime ``quantize_static``
-    checked to really run integer kernels (:mod:`.onnxruntime`). ``target="openvino"``: an INT8
-    OpenVINO IR (``.xml`` + ``.bin``) by NNCF post-training quantization (:mod:`.openvino`).
+    PyTorch fake-quant fallback, optional QAT). ``target="cpu"``: the same Q/DQ ONNX (convolutions
+    only, QAT possible) for the CPU's fastest INT8 runtime: OpenVINO runs every convolution of it
+    in integer kernels (``backend="auto"`` picks it for precision ``int8-qdq-cpu``, and the gate
+    measures it there). ``target="onnxruntime"``: ONNX Runtime ``quantize_static`` checked to
+    really run integer kernels (:mod:`.onnxruntime`). ``target="openvino"``: an INT8 OpenVINO IR
+    (``.xml`` + ``.bin``) by NNCF post-training quantization (:mod:`.openvino`).
     ``exclude`` (from the gate's report): module paths (``conv_out``, ``body.0.body.0.dau_top``:
     everything under it), globs, or ONNX node names, kept in float."""
     import torch
@@ -70,9 +75,9 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, *, target: str, c
     from ..export_onnx import check_onnx, export_onnx
     from ..gate import run_gate
     from ..onnx_tools import COMPUTE_OPS, check_tensorrt_ops, known_modules, qdq_summary, resolve_nodes
-    from .onnxruntime import check_dynamic_shapes, quantize_cpu_onnx, require_integer_kernels
+    from .onnxruntime import check_dynamic_shapes, quantize_onnxruntime, require_integer_kernels
     from .openvino import quantize_openvino
-    from .tensorrt import quantize_tensorrt_model
+    from .qdq import quantize_qdq_model
 
     if target not in TARGETS:
         raise ConfigError(f"--target {target!r}: valid targets are {', '.join(TARGETS)}")
@@ -82,9 +87,10 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, *, target: str, c
         raise ConfigError(f"percentile {percentile!r}: give a value in (0, 100], e.g. 99.99")
     if isinstance(qat_steps, bool) or not isinstance(qat_steps, int) or qat_steps < 0:
         raise ConfigError(f"--qat-steps {qat_steps!r}: give an integer >= 0")
-    if qat_steps and target != "tensorrt":
-        raise ConfigError("--qat-steps: QAT fine-tunes the fake-quantized PyTorch model of --target tensorrt; "
-                          "for --target cpu quantize the QAT'd TensorRT recipe's weights or drop --qat-steps")
+    if qat_steps and target not in QDQ_PRECISIONS:
+        raise ConfigError(f"--qat-steps: QAT fine-tunes the fake-quantized PyTorch model of --target cpu or "
+                          f"tensorrt; --target {target} quantizes after training only: drop --qat-steps or use "
+                          f"--target cpu")
     if qat_steps and data is None:
         raise ConfigError("--qat-steps needs --data DIR (a folder of clean training images)")
     for name, value in (("--max-loss-db", max_loss_db), ("--min-psnr-db", min_psnr_db)):
@@ -112,19 +118,21 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, *, target: str, c
     build = artifact.build_environment(torch=torch.__version__, onnx=onnx.__version__,
                                        onnxruntime=onnxruntime.__version__)
     with artifact.writer(out, force=force, validate=check_onnx if target != "openvino" else None) as w:
-        if target == "tensorrt":
+        if target in QDQ_PRECISIONS:
             qat = None
             if qat_steps:
                 qat = {"steps": qat_steps, "data": data, "size": int(calib_arr.shape[-1]), "inputs": inputs,
                        "lr": qat_lr, "batch": qat_batch, "seed": seed, "target": qat_target}
-            record = quantize_tensorrt_model(fp32, calib_arr, w.tmp, method=method, exclude=exclude,
+            record = quantize_qdq_model(fp32, calib_arr, w.tmp, method=method, exclude=exclude,
                                              quantizer=quantizer, percentile=percentile, qat=qat, opset=opset)
             parity = record.pop("parity")
-            issues = [{"op": i.op, "node": i.node, "reason": i.reason} for i in check_tensorrt_ops(w.tmp)]
-            fields = {"opset": opset, "parity": parity, "qdq": qdq_summary(w.tmp), "tensorrt_issues": issues,
+            fields = {"opset": opset, "parity": parity, "qdq": qdq_summary(w.tmp),
                       "simplified": {"tool": "onnxslim", "version": require("onnxslim", "optimize").__version__}}
-            precision = "int8-qdq"
-            quantization = {"target": "tensorrt", "method": method,
+            if target == "tensorrt":
+                fields["tensorrt_issues"] = [{"op": i.op, "node": i.node, "reason": i.reason}
+                                             for i in check_tensorrt_ops(w.tmp)]
+            precision = QDQ_PRECISIONS[target]
+            quantization = {"target": target, "method": method,
                             "weights": "int8 symmetric per-channel (axis 0)",
                             "activations": "int8 symmetric per-tensor", **record}
             if record.get("modelopt"):
@@ -144,13 +152,13 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, *, target: str, c
         else:
             with tempfile.TemporaryDirectory(prefix="mirnet-fp32-", dir=out.parent) as work:
                 fp32_onnx = export_onnx(fp32, Path(work) / "fp32.onnx", opset=opset, simplify=True)
-                record = quantize_cpu_onnx(fp32_onnx, calib_arr, w.tmp, method=method, exclude=exclude,
+                record = quantize_onnxruntime(fp32_onnx, calib_arr, w.tmp, method=method, exclude=exclude,
                                            percentile=percentile, op_types=op_types, config=cfg.to_dict(),
                                            work_dir=work)
                 check = require_integer_kernels(w.tmp)
                 dynamic = check_dynamic_shapes(w.tmp, fp32_onnx, cfg.in_channels, cfg.pad_multiple, cfg.scale)
             precision = "int8-ort"
-            quantization = {"target": "cpu", "method": method, **record}
+            quantization = {"target": "onnxruntime", "method": method, **record}
             fields = {"opset": opset, "int8_check": check, "dynamic_shapes": dynamic, "qdq": qdq_summary(w.tmp)}
         w.describe(kind="openvino" if target == "openvino" else "onnx", config=cfg.to_dict(), precision=precision,
                    variant=(manifest_in or {}).get("variant"), source=source,
@@ -164,9 +172,9 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, *, target: str, c
     report = run_gate(out, source, gate_data or calib, inputs=inputs, max_loss_db=max_loss_db, min_psnr_db=min_psnr_db,
                       limit=gate_limit, layers="on-failure", seed=seed, check=False)
     record = report.to_dict()
-    manifest["gate"] = {k: record[k] for k in ("passed", "inputs", "max_loss_db", "loss_db", "loss_ssim", "worst_frame",
-                                               "min_psnr_db", "psnr_db", "psnr_min_db", "ssim", "n", "data", "vs_clean",
-                                               "suggested_exclude", "fix")}
+    manifest["gate"] = {k: record[k] for k in ("passed", "runtime", "inputs", "max_loss_db", "loss_db", "loss_ssim",
+                                               "worst_frame", "min_psnr_db", "psnr_db", "psnr_min_db", "ssim", "n",
+                                               "data", "vs_clean", "suggested_exclude", "fix")}
     manifest["gate"]["layers"] = record["layers"][:10]
     artifact.write_manifest(out, manifest)
     result.gate = record

@@ -7,10 +7,11 @@ The CPU rule of ``backend="auto"`` for ONNX files and bundled names (:func:`cpu_
 when ``openvino`` is installed, else ONNX Runtime, else PyTorch (a bundled model's weights). Measured
 on the 2-core AMD EPYC with AVX-512 BF16 of our CI, denoise-lite at 640x360, one thread: ONNX Runtime
 FP32 111.4 ms, OpenVINO FP32 101.4 ms, OpenVINO bf16 53.4 ms (the OpenVINO backend runs bf16 where the
-CPU has BF16; see :mod:`.openvino`). INT8 ONNX made for one runtime (manifest precision ``int8-ort``:
-ONNX Runtime's ``quantize_static``; ``int8-qdq``: Q/DQ for TensorRT) stays on ONNX Runtime, which the
-quality gate measured: OpenVINO would run them with other kernels and other numbers. The environment
-variable ``MIRNET_CPU_BACKEND`` (ort, openvino or torch) overrides the choice."""
+CPU has BF16; see :mod:`.openvino`). INT8 ONNX runs where its quality gate measured it: precision
+``int8-qdq-cpu`` (``mirnet quantize --target cpu``: Q/DQ convolutions, OpenVINO's INT8 kernels) on
+OpenVINO when it is installed; ``int8-ort`` (ONNX Runtime's ``quantize_static``) and ``int8-qdq``
+(Q/DQ for TensorRT) on ONNX Runtime: OpenVINO would run them with other kernels and other numbers.
+The environment variable ``MIRNET_CPU_BACKEND`` (ort, openvino or torch) overrides the choice."""
 from __future__ import annotations
 
 import importlib.util

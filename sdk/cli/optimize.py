@@ -209,11 +209,13 @@ def run_quantize(args) -> int:
 
 
 def _add_quantize(sub) -> None:
-    p = sub.add_parser("quantize", help="INT8 quantization (TensorRT Q/DQ or ONNX Runtime CPU) + quality gate")
+    p = sub.add_parser("quantize", help="INT8 quantization (Q/DQ for TensorRT or the CPU, ONNX Runtime, OpenVINO "
+                       "IR) + quality gate")
     p.add_argument("model", help="FP32 weights: a .safetensors/.pth file or a bundled model name")
-    p.add_argument("--target", required=True, choices=("tensorrt", "cpu", "openvino"),
-                   help="tensorrt: explicit Q/DQ ONNX (ModelOpt) for TensorRT; cpu: an ONNX ONNX Runtime runs "
-                   "with integer kernels; openvino: an INT8 OpenVINO IR (NNCF), OUT.xml")
+    p.add_argument("--target", required=True, choices=("tensorrt", "cpu", "onnxruntime", "openvino"),
+                   help="tensorrt: explicit Q/DQ ONNX (ModelOpt) for TensorRT; cpu: the same Q/DQ ONNX for the "
+                   "CPU, run (and gated) on OpenVINO's INT8 kernels, the fastest CPU INT8; onnxruntime: an ONNX "
+                   "ONNX Runtime runs with integer kernels; openvino: an INT8 OpenVINO IR (NNCF), OUT.xml")
     p.add_argument("--calib", metavar="DIR", default=None, help="clean calibration images (a folder; "
                    "not needed with --pairs)")
     p.add_argument("--method", default="max", choices=("max", "entropy", "percentile"),
@@ -222,7 +224,7 @@ def _add_quantize(sub) -> None:
     p.add_argument("--calib-images", type=int, default=32, metavar="N", help="calibration crops (default 32)")
     p.add_argument("--calib-size", type=int, default=128, metavar="S", help="crop size (default 128, rounded "
                    "up to the model's pad multiple)")
-    p.add_argument("--qat-steps", type=int, default=0, metavar="N", help="QAT fine-tuning steps (tensorrt)")
+    p.add_argument("--qat-steps", type=int, default=0, metavar="N", help="QAT fine-tuning steps (cpu, tensorrt)")
     p.add_argument("--data", metavar="DIR", help="clean training images for QAT")
     p.add_argument("--qat-lr", type=float, default=1e-5, help="QAT AdamW learning rate (default 1e-5)")
     p.add_argument("--qat-batch", type=int, default=4, help="QAT batch (default 4)")
@@ -230,7 +232,8 @@ def _add_quantize(sub) -> None:
                    help="comma-separated module paths, globs or ONNX node names kept in float (as `mirnet gate` "
                    "suggests); repeatable")
     p.add_argument("--quantizer", default="auto", choices=("auto", "modelopt", "torch"),
-                   help="tensorrt: ModelOpt, PyTorch fake-quant, or ModelOpt falling back to PyTorch (default)")
+                   help="cpu, tensorrt: ModelOpt, PyTorch fake-quant, or ModelOpt falling back to PyTorch "
+                   "(default)")
     _add_inputs(p)
     _add_gate_limits(p)
     p.add_argument("--no-gate", action="store_true", help="skip the quality gate")

@@ -31,9 +31,9 @@ DAMAGED_MODULE = "body.0.body.0.dau_top.body.0"
 
 @pytest.fixture(scope="module")
 def int8(tiny_weights, tmp_path_factory):
-    """`mirnet quantize --target cpu` end to end (gate included)."""
+    """`mirnet quantize --target onnxruntime` end to end (gate included)."""
     out = tmp_path_factory.mktemp("q") / "tiny-int8.onnx"
-    code = main(["quantize", str(tiny_weights), "--target", "cpu", "--calib", str(DATA), "--calib-images", "4",
+    code = main(["quantize", str(tiny_weights), "--target", "onnxruntime", "--calib", str(DATA), "--calib-images", "4",
                  "--calib-size", "48", "--gate-limit", "2", "-o", str(out)])
     assert code == 0
     return out
@@ -92,7 +92,7 @@ def test_gate_cli_fails_damaged_artifact_and_names_the_layer(int8, tiny_weights,
     assert DAMAGED_MODULE in worst, worst
     assert report["layers"][0]["node"] == DAMAGED and report["layers"][0]["added_noise_db"] < 0
     assert DAMAGED_MODULE in report["suggested_exclude"]
-    assert "--exclude" in report["fix"] and "--target cpu" in report["fix"]
+    assert "--exclude" in report["fix"] and "--target onnxruntime" in report["fix"]
     fix = shlex.split(report["fix"].split(": ", 1)[1])  # a command a shell runs as printed
     fixed = build_parser().parse_args(fix[1:])
     assert fixed.command == "quantize" and DAMAGED_MODULE in ",".join(fixed.exclude)
@@ -169,7 +169,7 @@ def test_the_fix_command_survives_a_shell(tmp_path):
     command runs the same quantization with the named layers added to --exclude."""
     from mirnet.optimize.gate import _fix_command
 
-    manifest = {"quantization": {"target": "cpu", "exclude": ["*gcnet*"]}, "source": {"file": "my model.safetensors"},
+    manifest = {"quantization": {"target": "onnxruntime", "exclude": ["*gcnet*"]}, "source": {"file": "my model.safetensors"},
                 "calibration": {"folder": "calib dir", "method": "max", "images": 8, "size": 64, "inputs": {}}}
     fix = _fix_command(manifest, tmp_path / "out.onnx", ["body.0.conv_out"])
     args = build_parser().parse_args(shlex.split(fix.split(": ", 1)[1])[1:])

@@ -1,5 +1,6 @@
-"""INT8 quantization: --target cpu really runs integer kernels in ONNX Runtime and stays close to
-FP32; --target tensorrt writes explicit Q/DQ (per-channel tiny_weights on axis 0, per-tensor
+"""INT8 quantization: --target onnxruntime really runs integer kernels in ONNX Runtime and stays
+close to FP32; --target cpu writes the Q/DQ layout OpenVINO runs in INT8 kernels, and the gate
+measures it there; --target tensorrt writes explicit Q/DQ (per-channel tiny_weights on axis 0, per-tensor
 activations, int8 zero points) through ModelOpt or the PyTorch fake-quant fallback; exclusions,
 QAT, calibration data and the gate's failure path."""
 from __future__ import annotations
@@ -77,9 +78,9 @@ def test_calibration_crops_are_the_models_inputs(tiny_weights, tmp_path):
         load_calibration(tmp_path, inputs=clean_inputs)
 
 
-def test_cpu_target_runs_integer_kernels(tiny_weights, fp32_onnx, tmp_path):
+def test_onnxruntime_target_runs_integer_kernels(tiny_weights, fp32_onnx, tmp_path):
     out = tmp_path / "int8.onnx"
-    result = quantize(tiny_weights, out, target="cpu", exclude=["conv_out"], gate=False, **FAST)
+    result = quantize(tiny_weights, out, target="onnxruntime", exclude=["conv_out"], gate=False, **FAST)
     m = artifact.read_manifest(out, kind="onnx")
     assert m["precision"] == "int8-ort" and m["sha256"] == result.manifest["sha256"]
     assert m["gate"]["status"] == "skipped"
@@ -145,6 +146,32 @@ def test_tensorrt_target_qdq(tiny_weights, fp32_onnx, tmp_path):
     assert psnr(run(out, x), run(fp32_onnx, x)) > 30  # ONNX Runtime still runs it (in float)
 
 
+def test_cpu_target_is_qdq_run_and_gated_on_openvinos_int8_kernels(tiny_weights, fp32_onnx, tmp_path):
+    """--target cpu: the Q/DQ layout (QAT possible) that `backend="auto"` opens on OpenVINO, where
+    every convolution runs in an INT8 kernel; the gate ran it there and says so."""
+    ov = pytest.importorskip("openvino")
+    from mirnet.sdk.backends import choose_backend
+
+    out = tmp_path / "cpu.onnx"
+    result = quantize(tiny_weights, out, target="cpu", qat_steps=2, data=DATA, qat_batch=1, gate_limit=1,
+                      max_loss_db=1.0, **FAST)
+    m = artifact.read_manifest(out, kind="onnx")
+    assert m["precision"] == "int8-qdq-cpu" and "tensorrt_issues" not in m
+    assert m["quantization"]["target"] == "cpu" and m["quantization"]["qat"]["steps"] == 2
+    _check_tensorrt_qdq(out, conv_nodes(fp32_onnx))
+    assert choose_backend(out)[0] == "openvino"
+    assert m["gate"]["passed"] and m["gate"]["runtime"].startswith("openvino ")
+    assert result.gate["runtime"] == m["gate"]["runtime"]
+    model = ov.Core().read_model(str(out))
+    model.reshape([1, 3, 48, 48])
+    compiled = ov.Core().compile_model(model, "CPU", {"PERF_COUNT": "YES", "INFERENCE_NUM_THREADS": 1})
+    request = compiled.create_infer_request()
+    request.infer({0: smooth_image(48, 48)})
+    kernels = {p.node_name: p.exec_type for p in request.get_profiling_info() if "Convolution" in p.node_type}
+    assert len(kernels) == conv_nodes(fp32_onnx), kernels
+    assert all(kind.endswith("I8") for kind in kernels.values()), kernels
+
+
 def test_tensorrt_fallback_qat_exclude_and_failing_gate(tiny_weights, fp32_onnx, tmp_path):
     out = tmp_path / "fq.onnx"
     with pytest.raises(ConfigError, match="max, percentile"):
@@ -168,31 +195,31 @@ def test_tensorrt_fallback_qat_exclude_and_failing_gate(tiny_weights, fp32_onnx,
     x = smooth_image()
     assert psnr(run(out, x), run(fp32_onnx, x)) > 30
     with pytest.raises(InputError, match="--force"):
-        quantize(tiny_weights, out, target="cpu", gate=False, **FAST)
+        quantize(tiny_weights, out, target="onnxruntime", gate=False, **FAST)
 
 
 def test_argument_errors(tiny_weights, tmp_path):
-    for kwargs, match in ((dict(target="gpu"), "valid targets"), (dict(target="cpu", method="mse"), "valid methods"),
-                          (dict(target="cpu", qat_steps=3, data=DATA), "qat-steps"),
+    for kwargs, match in ((dict(target="gpu"), "valid targets"), (dict(target="onnxruntime", method="mse"), "valid methods"),
+                          (dict(target="onnxruntime", qat_steps=3, data=DATA), "qat-steps"),
                           (dict(target="tensorrt", qat_steps=3), "--data")):
         with pytest.raises(ConfigError, match=match):
             quantize(tiny_weights, tmp_path / "x.onnx", **FAST, **kwargs)
     with pytest.raises(ConfigError, match=".onnx"):
-        quantize(tiny_weights, tmp_path / "x.engine", target="cpu", **FAST)
+        quantize(tiny_weights, tmp_path / "x.engine", target="onnxruntime", **FAST)
     # no conv in an integer kernel (only MatMuls quantized): refused, nothing written
     with pytest.raises(ArtifactError, match="no conv"):
-        quantize(tiny_weights, tmp_path / "x.onnx", target="cpu", op_types=["MatMul"], gate=False, **FAST)
+        quantize(tiny_weights, tmp_path / "x.onnx", target="onnxruntime", op_types=["MatMul"], gate=False, **FAST)
     assert not list(tmp_path.iterdir())
 
 
 def test_cpu_calibration_methods_differ(fp32_onnx, tmp_path):
     """ORT's entropy calibrator with its default bins equals MinMax; ours gets real entropy ranges."""
-    from mirnet.optimize.quantize import quantize_cpu_onnx
+    from mirnet.optimize.quantize import quantize_onnxruntime
 
     calib = load_calibration(DATA, inputs=model_inputs(None, sigma=10), n=2, size=32)
     scales = {}
     for method in ("max", "entropy", "percentile"):
-        record = quantize_cpu_onnx(fp32_onnx, calib, tmp_path / f"{method}.onnx", method=method)
+        record = quantize_onnxruntime(fp32_onnx, calib, tmp_path / f"{method}.onnx", method=method)
         assert record["calibrate_method"].lower() == {"max": "minmax"}.get(method, method)
         model = onnx.load(str(tmp_path / f"{method}.onnx"))
         scales[method] = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer if i.name.endswith("_scale")}

@@ -236,8 +236,8 @@ def test_auto_rule_per_installed_runtime(tiny_onnx, tiny_weights, installed):
 
 
 @pytest.mark.parametrize("precision, want", [("fp32", "openvino"), ("int8-ort", "ort"), ("int8-qdq", "ort"),
-                                             ("fp16", "openvino")])
-def test_auto_keeps_onnx_made_for_one_runtime_on_ort(tiny_onnx, tmp_path, installed, precision, want):
+                                             ("int8-qdq-cpu", "openvino"), ("fp16", "openvino")])
+def test_auto_runs_int8_onnx_where_its_gate_measured_it(tiny_onnx, tmp_path, installed, precision, want):
     installed("openvino", "onnxruntime")
     path = copy_artifact(tiny_onnx, tmp_path / "m.onnx", lambda m: m.update(precision=precision))
     assert choose_backend(path) == (want, path)

@@ -1,4 +1,4 @@
-"""INT8 for TensorRT: explicit Q/DQ ONNX (strongly typed INT8 networks).
+"""Explicit Q/DQ ONNX: INT8 for TensorRT (strongly typed INT8 networks) and for OpenVINO on CPU.
 
 NVIDIA ModelOpt ``mtq.quantize(model, config, forward_loop)``: INT8 symmetric, per-channel (axis 0)
 weights, per-tensor activations at the inputs of Conv/AvgPool layers; calibration ``max``
@@ -10,8 +10,9 @@ on the network (``quantizer="auto"``), the same recipe runs with PyTorch's own
 ``torch.ao.quantization.FakeQuantize`` (methods max and percentile); the record says which path
 made the file. Excluded modules keep their quantizers disabled.
 
-ONNX Runtime does *not* run this layout with integer kernels on CPU (it is slower than FP32 there):
-it is for TensorRT.
+ONNX Runtime does *not* run this layout with integer kernels on CPU (it is slower than FP32 there).
+OpenVINO does: it runs every convolution of it in INT8 kernels (``brgconv_avx512_I8`` on AVX-512
+VNNI), which is what ``mirnet quantize --target cpu`` ships.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from mirnet.sdk.errors import ArtifactError, ConfigError, InputError, MissingDep
 from ..export_onnx import DEFAULT_OPSET, check_onnx
 from .calibration import DEFAULT_PERCENTILE, split_patterns
 
-__all__ = ["quantize_tensorrt_model", "export_qdq_onnx", "resolve_modules", "QUANTIZERS", "FALLBACK_METHODS"]
+__all__ = ["quantize_qdq_model", "export_qdq_onnx", "resolve_modules", "QUANTIZERS", "FALLBACK_METHODS"]
 
 QUANTIZERS = ("auto", "modelopt", "torch")
 FALLBACK_METHODS = ("max", "percentile")
@@ -272,11 +273,11 @@ def export_qdq_onnx(qmodel: nn.Module, out: str | os.PathLike, *, opset: int = D
             "max_abs_diff": float(np.abs(got - want).max()), "shape": list(shape)}
 
 
-def quantize_tensorrt_model(model: nn.Module, calib: np.ndarray, out: str | os.PathLike, *, method: str = "max",
+def quantize_qdq_model(model: nn.Module, calib: np.ndarray, out: str | os.PathLike, *, method: str = "max",
                             exclude: Sequence[str] = (), quantizer: str = "auto",
                             percentile: float = DEFAULT_PERCENTILE, qat: dict | None = None,
                             opset: int = DEFAULT_OPSET) -> dict:
-    """Quantize a copy of ``model`` for TensorRT and write the Q/DQ ONNX ``out`` (no manifest).
+    """Quantize a copy of ``model`` and write the Q/DQ ONNX ``out`` (no manifest).
     Returns the record (path used, fallback reason, excluded modules, parity, QAT)."""
     if quantizer not in QUANTIZERS:
         raise ConfigError(f"--quantizer {quantizer!r}: valid values are {', '.join(QUANTIZERS)}")
