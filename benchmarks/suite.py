@@ -82,12 +82,13 @@ def _openvino_runners(path: Path, label: str, precision: str, threads: int, gray
 
 
 def _model_runners(model: str, threads: int) -> list[Runner]:
-    """ONNX Runtime and OpenVINO (f32, bf16 where the CPU has it) for .onnx, OpenVINO for IR (.xml),
+    """ONNX Runtime, and OpenVINO (f32, bf16 where the CPU has it) unless made for ONNX Runtime or
+    TensorRT only (:data:`~mirnet.sdk.backends.ORT_ONLY_PRECISIONS`), for .onnx; OpenVINO for IR (.xml),
     TensorRT for engines; weights (and bundled names) on eager PyTorch and on both CPU runtimes
     through their ONNX export (the shipped one for bundled models). A bundled model with a gray
     specialist runs gray frames on it, as the Restorer does."""
     from mirnet.sdk import artifact, zoo
-    from mirnet.sdk.backends import open_backend
+    from mirnet.sdk.backends import ORT_ONLY_PRECISIONS, open_backend
     from mirnet.sdk.model import VARIANTS
 
     trained = True
@@ -103,8 +104,8 @@ def _model_runners(model: str, threads: int) -> list[Runner]:
         b = open_backend(path, "ort", threads=threads)
         runners = [Runner(label, "onnxruntime", manifest["precision"], b.infer, b.input_spec.pad_multiple,
                           threads=threads)]
-        if manifest["precision"] == "fp32":
-            runners += _openvino_runners(path, label, "fp32", threads)
+        if manifest["precision"] not in ORT_ONLY_PRECISIONS:  # FP32, and the CPU's Q/DQ made for OpenVINO
+            runners += _openvino_runners(path, label, manifest["precision"], threads)
         return runners
     if path.suffix == ".xml":
         return _openvino_runners(path, label, artifact.read_manifest(path, kind="openvino")["precision"], threads)

@@ -102,3 +102,24 @@ def test_bundled_rows_run_gray_frames_as_the_sdk_does():
     if importlib.util.find_spec("openvino"):
         ov = runners[("openvino", "fp32")].infer
         assert np.abs(ov(gray) - ort(gray)).max() < 1e-3
+
+
+def test_cpu_int8_qdq_rows_run_on_openvino_too(tiny_onnx, tmp_path):
+    """An ONNX made for ONNX Runtime or TensorRT gets the ONNX Runtime row only; FP32 and
+    `quantize --target cpu`'s Q/DQ (int8-qdq-cpu) get OpenVINO's rows too, labelled with their precision."""
+    pytest.importorskip("openvino")
+    from mirnet.sdk import artifact
+
+    def rows(precision):
+        path = tmp_path / f"{precision}.onnx"
+        path.write_bytes(tiny_onnx.read_bytes())
+        manifest = artifact.read_manifest(tiny_onnx, kind="onnx")
+        artifact.write_manifest(path, {**manifest, "file": path.name, "precision": precision})
+        return [(r.backend, r.precision.split("/")[0]) for r in suite._model_runners(str(path), threads=1)]
+
+    assert [b for b, _ in rows("int8-ort")] == ["onnxruntime"]
+    assert [b for b, _ in rows("int8-qdq")] == ["onnxruntime"]
+    cpu = rows("int8-qdq-cpu")
+    assert cpu[0] == ("onnxruntime", "int8-qdq-cpu") and ("openvino", "int8-qdq-cpu") in cpu[1:]
+    assert ("openvino", "fp32") in rows("fp32")
+
