@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from mirnet.sdk.artifact import atomic_write_bytes, read_manifest
+from mirnet.sdk.artifact import atomic_write_bytes, read_manifest, sha256_file
 from mirnet.sdk.errors import ArtifactError, ConfigError, require
 from mirnet.sdk.evalsets import EvalSet
 from mirnet.sdk.evaluate import score
@@ -192,6 +192,10 @@ def _dist_info() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def _file_record(path: Path) -> dict:
+    return {"file": path.name, "sha256": sha256_file(path)}
+
+
 def _atomic_torch_save(obj, path: Path) -> None:
     import io
 
@@ -236,6 +240,10 @@ class Trainer:
         model_cfg = cfg.model_config()
         # what the init weights were made from (`mirnet prune`'s source and record) stays on record
         self.lineage: dict = {}
+        # the weights the run started from and distilled from, by file and sha256 (a bundled name
+        # in the config means whatever was shipped then)
+        self.weights_used = {key: _file_record(resolve_weights(name))
+                             for key, name in (("init", cfg.init), ("teacher", cfg.teacher)) if name}
         if cfg.init:
             init_path = resolve_weights(cfg.init)
             if init_path.suffix == ".safetensors":  # official .pth checkpoints have no manifest
@@ -375,7 +383,7 @@ class Trainer:
         # `data`: the sources with their degradations or camera model, what calibration and quality
         # gates synthesise the model's own inputs from
         training = {"name": self.cfg.name, "steps": self.step, "data": config["sources"], "config": config,
-                    "world_size": self.world, "device": str(self.device)}
+                    "world_size": self.world, "device": str(self.device), **self.weights_used}
         # `model:` overrides make another network than the named variant: no variant then
         variant = self.cfg.variant if self.cfg.model_config() == get_variant(self.cfg.variant) else None
         return save_weights(model, path, variant=variant, training=training, metrics=metrics or {}, **self.lineage)

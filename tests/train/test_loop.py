@@ -238,7 +238,7 @@ def test_a_run_from_pruned_weights_keeps_their_recipe(tmp_path):
     """Training on from `mirnet prune`'s output keeps what the weights were made from (`source`,
     `prune`) in the new manifest, next to the run's own training record."""
     from mirnet.optimize.prune import prune_depth
-    from mirnet.sdk.artifact import read_manifest
+    from mirnet.sdk.artifact import read_manifest, sha256_file
     from mirnet.sdk.model import create_model, save_weights
 
     base = create_model(TrainConfig.from_dict(_config(tmp_path, model={"n_rrg": 2})).model_config())
@@ -250,6 +250,8 @@ def test_a_run_from_pruned_weights_keeps_their_recipe(tmp_path):
     manifest = read_manifest(Trainer(TrainConfig.from_dict(data), quiet=True).fit(), kind="weights")
     assert manifest["source"] == source and manifest["prune"] == recipe
     assert manifest["training"]["steps"] == 2 and manifest["training"]["config"]["init"].endswith("pruned.safetensors")
+    assert manifest["training"]["init"] == {"file": "pruned.safetensors",
+                                            "sha256": sha256_file(tmp_path / "pruned.safetensors")}
 
 
 def test_shipped_configs_parse():
@@ -357,6 +359,11 @@ def test_a_run_distils_from_a_teacher(tmp_path):
     with torch.no_grad():  # the teacher stays as it was loaded
         torch.testing.assert_close(trainer.train_step.target(inputs, targets),
                                    torch.cat([targets, teacher(inputs)], dim=1), rtol=0, atol=1e-6)
+    from mirnet.sdk.artifact import read_manifest, sha256_file
+
+    record = read_manifest(trainer.fit(), kind="weights")["training"]  # the teacher's file and hash
+    assert record["teacher"] == {"file": "teacher.safetensors",
+                                 "sha256": sha256_file(tmp_path / "teacher.safetensors")} and "init" not in record
     with pytest.raises(ConfigError, match="teacher_weight"):
         TrainConfig.from_dict(dict(data, teacher_weight=1.5))
     with pytest.raises(ConfigError, match="remove `loss`"):
