@@ -222,7 +222,7 @@ def _qat(qmodel: nn.Module, teacher: nn.Module, *, steps: int, data: str | os.Pa
     step = TrainStep(qmodel, CharbonnierLoss(), lr=lr, periods=[steps], eta_mins=[lr], grad_clip=1.0,
                      target=(lambda inputs, _clean: teacher(inputs)) if target == "teacher" else None)
     losses = run_steps(step, DataLoader(dataset, batch_sampler=sampler, num_workers=0), total=steps,
-                       desc="QAT", quiet=True)
+                       desc="QAT")
     qmodel.eval()
     for m in qmodel.modules():
         if isinstance(m, _FakeQuantConv2d) and m.weight_quantizer is not None:
