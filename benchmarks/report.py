@@ -93,10 +93,10 @@ def plots(result: dict, out_dir: Path, stem: str) -> list[Path]:
     ref = "640x360" if "640x360" in sizes else sizes[0]
     pts = [(r["p50_ms"], r["psnr_db"], key(r)) for r in rows if r["size"] == ref and r["psnr_db"] is not None]
     if pts:
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for t, p, name in pts:
-            ax.scatter(t, p, s=40)
-            ax.annotate(name, (t, p), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        fig, ax = plt.subplots(figsize=(10, 4.5))
+        markers = "osD^v<>"
+        for i, (t, p, name) in enumerate(pts):  # a legend entry per point: labels beside points overlap
+            ax.scatter(t, p, s=40, marker=markers[i // 10 % len(markers)], label=name)
         front, best = [], -1e9
         for t, p, _ in sorted(pts):
             if p > best + 1e-3:  # a real gain, not float noise between backends
@@ -105,7 +105,7 @@ def plots(result: dict, out_dir: Path, stem: str) -> list[Path]:
         ax.plot(*zip(*front), "k--", lw=1, label="Pareto front")
         ax.set(xscale="log", xlabel=f"p50 latency at {ref} (ms)", ylabel="PSNR (dB)", title="Quality vs speed")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
         written.append(_save(fig, out_dir / f"{stem}_pareto.png"))
     return written
 
