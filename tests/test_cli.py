@@ -330,6 +330,23 @@ def test_info_summarises_the_training_record(capsys):
     assert len(json.loads(capsys.readouterr().out)["training"]["data"]) >= 3
 
 
+@pytest.mark.parametrize("gate, want", [
+    ({"passed": True, "loss_db": 0.1238, "max_loss_db": 0.15, "n": 16, "data": "val", "runtime": "openvino bf16"},
+     "gate      passed: loses 0.124 dB against ground truth (limit 0.15); 16 frame(s) of val, run on openvino bf16"),
+    ({"passed": False, "loss_db": 0.7, "max_loss_db": 0.15, "n": 2, "data": "", "runtime": "ort"},
+     "gate      FAILED (do not deploy): loses 0.700 dB against ground truth (limit 0.15); 2 frame(s), run on ort"),
+    ({"status": "skipped", "reason": "--no-gate"}, "gate      skipped (--no-gate)")])
+def test_info_shows_the_quality_gate(tiny_onnx, tmp_path, capsys, gate, want):
+    """An artifact's manifest gate (quantize, build-engine --data) in one line: verdict, loss, frames, runtime."""
+    from mirnet.sdk import artifact
+
+    path = tmp_path / "q.onnx"
+    shutil.copy(tiny_onnx, path)
+    artifact.write_manifest(path, {**artifact.read_manifest(tiny_onnx), "file": path.name, "gate": gate})
+    assert main(["info", str(path)]) == 0
+    assert "  " + want in capsys.readouterr().out.splitlines()
+
+
 def test_info_modified_artifact(tiny_onnx, tmp_path, capsys):
     bad = tmp_path / "bad.onnx"
     shutil.copy(tiny_onnx, bad)

@@ -48,7 +48,22 @@ def run_info(args) -> int:
             print(f"  {key:<9} {json.dumps(manifest[key])}")
     if manifest.get("training"):
         print(f"  training  {_training_summary(manifest['training'])} (--json: the full record)")
+    if manifest.get("gate"):
+        print(f"  gate      {_gate_summary(manifest['gate'])}")
     return 0
+
+
+def _gate_summary(gate: dict) -> str:
+    """One line: the quality gate's verdict, loss against ground truth, frames and runtime."""
+    if gate.get("passed") is None:
+        return f"{gate.get('status', 'not run')}" + (f" ({gate['reason']})" if gate.get("reason") else "")
+    verdict = "passed" if gate["passed"] else "FAILED (do not deploy)"
+    parts = [verdict]
+    if gate.get("loss_db") is not None:
+        parts.append(f"loses {gate['loss_db']:.3f} dB against ground truth (limit {gate.get('max_loss_db')})")
+    frames = f"{gate.get('n')} frame(s)" + (f" of {gate['data']}" if gate.get("data") else "")
+    parts.append(frames + (f", run on {gate['runtime']}" if gate.get("runtime") else ""))
+    return ": ".join(parts[:2]) + ("; " + "; ".join(parts[2:]) if len(parts) > 2 else "")
 
 
 def _training_summary(training: dict) -> str:
