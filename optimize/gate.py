@@ -465,7 +465,7 @@ def run_gate(artifact: str | os.PathLike, reference: str | os.PathLike, data: st
                         min_psnr_db=None if min_psnr_db is None else float(min_psnr_db), passed=False, n=len(rows),
                         psnr_db=round(mean_psnr, 3), psnr_min_db=round(min(psnrs), 3),
                         ssim=round(float(np.mean(ssims)), 5) if ssims else None, frames=rows,
-                        runtime=" ".join(filter(None, (art_b.name, art_b.precision))))
+                        runtime=art_b.description)
     if truth:
         def mean(key):
             vals = [r[key] for r in rows if r[key] is not None]

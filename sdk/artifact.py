@@ -61,6 +61,12 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def file_record(path: str | os.PathLike) -> dict:
+    """``{"file": NAME, "sha256": ...}``: how manifests name a file they were made from."""
+    path = Path(path)
+    return {"file": path.name, "sha256": sha256_file(path)}
+
+
 def _publish(tmp: str | os.PathLike, path: Path) -> None:
     """Give ``tmp`` normal permissions (mkstemp creates 0600) and rename it to ``path`` atomically."""
     umask = os.umask(0)
@@ -128,8 +134,7 @@ def make_manifest(artifact: str | os.PathLike, *, kind: str, config: dict, preci
     if isinstance(source, dict):
         manifest["source"] = {"file": source.get("file"), "sha256": source.get("sha256")}
     elif source is not None:
-        source = Path(source)
-        manifest["source"] = {"file": source.name, "sha256": sha256_file(source)}
+        manifest["source"] = file_record(source)
     if kind in COMPANIONS:
         manifest["companions"] = {suffix: sha256_file(artifact.with_suffix(suffix)) for suffix in COMPANIONS[kind]}
     manifest.update(fields)

@@ -120,14 +120,10 @@ class Restorer:
                               f"{g.scale}, the model to {spec.pad_multiple} at scale {spec.scale}; they must "
                               f"agree (a gray model made from this model by `to_gray` does)")
 
-    @staticmethod
-    def _describe(backend: Backend) -> str:
-        return " ".join(filter(None, (backend.name, backend.precision)))
-
     @property
     def backend_description(self) -> str:
         """The backend that runs the network and, where it chose one, its precision: ``openvino bf16``."""
-        return self._describe(self.backend)
+        return self.backend.description
 
     @property
     def gray_description(self) -> str | None:
@@ -136,7 +132,7 @@ class Restorer:
         if self.gray_backend is None:
             return None
         where = getattr(self.gray_backend, "path", None)
-        return " on ".join(filter(None, (where and os.path.basename(where), self._describe(self.gray_backend))))
+        return " on ".join(filter(None, (where and os.path.basename(where), self.gray_backend.description)))
 
     def tile_for(self, h: int, w: int) -> int | None:
         """The tile size an H x W (padded) input runs with, or None when it runs whole."""

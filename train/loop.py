@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from mirnet.sdk.artifact import atomic_write_bytes, read_manifest, sha256_file
+from mirnet.sdk.artifact import atomic_write_bytes, file_record, read_manifest
 from mirnet.sdk.errors import ArtifactError, ConfigError, require
 from mirnet.sdk.evalsets import EvalSet
 from mirnet.sdk.evaluate import score
@@ -192,10 +192,6 @@ def _dist_info() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
 
 
-def _file_record(path: Path) -> dict:
-    return {"file": path.name, "sha256": sha256_file(path)}
-
-
 def _atomic_torch_save(obj, path: Path) -> None:
     import io
 
@@ -242,7 +238,7 @@ class Trainer:
         self.lineage: dict = {}
         # the weights the run started from and distilled from, by file and sha256 (a bundled name
         # in the config means whatever was shipped then)
-        self.weights_used = {key: _file_record(resolve_weights(name))
+        self.weights_used = {key: file_record(resolve_weights(name))
                              for key, name in (("init", cfg.init), ("teacher", cfg.teacher)) if name}
         if cfg.init:
             init_path = resolve_weights(cfg.init)

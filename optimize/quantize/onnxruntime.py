@@ -94,9 +94,9 @@ class _CalibReader:
 
 
 def quantize_onnxruntime(fp32_onnx: str | os.PathLike, calib: np.ndarray, out: str | os.PathLike, *,
-                      method: str = "max", exclude: Sequence[str] = (), percentile: float = DEFAULT_PERCENTILE,
-                      op_types: Sequence[str] | None = None, config: dict | None = None,
-                      work_dir: str | os.PathLike | None = None) -> dict:
+                         method: str = "max", exclude: Sequence[str] = (), percentile: float = DEFAULT_PERCENTILE,
+                         op_types: Sequence[str] | None = None, config: dict | None = None,
+                         work_dir: str | os.PathLike | None = None) -> dict:
     """ONNX Runtime static quantization of an FP32 ONNX (QDQ, U8 activations, S8 per-channel
     weights) to ``out`` (no manifest); checks the optimized graph. Returns the record."""
     require("onnxruntime", "optimize")

@@ -32,7 +32,7 @@ __all__ = ["quantize", "QuantizeResult", "TARGETS"]
 TARGETS = ("tensorrt", "cpu", "onnxruntime", "openvino")
 #: the artifact each target writes
 SUFFIXES = {"tensorrt": ".onnx", "cpu": ".onnx", "onnxruntime": ".onnx", "openvino": ".xml"}
-#: targets written as explicit Q/DQ ONNX by :mod:`.tensorrt` (ModelOpt, QAT possible), and their precisions
+#: targets written as explicit Q/DQ ONNX by :mod:`.qdq` (ModelOpt, QAT possible), and their precisions
 QDQ_PRECISIONS = {"tensorrt": "int8-qdq", "cpu": "int8-qdq-cpu"}
 
 
@@ -58,7 +58,7 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, *, target: str, c
     ``out`` only with ``force``), then run the quality gate (unless ``gate`` is False); raises
     QualityGateError (artifact kept, manifest ``gate.passed: false``) when it fails.
 
-    ``target="tensorrt"``: explicit Q/DQ ONNX for TensorRT (:mod:`.tensorrt`: ModelOpt or the
+    ``target="tensorrt"``: explicit Q/DQ ONNX for TensorRT (:mod:`.qdq`: ModelOpt or the
     PyTorch fake-quant fallback, optional QAT). ``target="cpu"``: the same Q/DQ ONNX (convolutions
     only, QAT possible) for the CPU's fastest INT8 runtime: OpenVINO runs every convolution of it
     in integer kernels (``backend="auto"`` picks it for precision ``int8-qdq-cpu``, and the gate
@@ -124,7 +124,7 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, *, target: str, c
                 qat = {"steps": qat_steps, "data": data, "size": int(calib_arr.shape[-1]), "inputs": inputs,
                        "lr": qat_lr, "batch": qat_batch, "seed": seed, "target": qat_target}
             record = quantize_qdq_model(fp32, calib_arr, w.tmp, method=method, exclude=exclude,
-                                             quantizer=quantizer, percentile=percentile, qat=qat, opset=opset)
+                                        quantizer=quantizer, percentile=percentile, qat=qat, opset=opset)
             parity = record.pop("parity")
             fields = {"opset": opset, "parity": parity, "qdq": qdq_summary(w.tmp),
                       "simplified": {"tool": "onnxslim", "version": require("onnxslim", "optimize").__version__}}
@@ -153,8 +153,8 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, *, target: str, c
             with tempfile.TemporaryDirectory(prefix="mirnet-fp32-", dir=out.parent) as work:
                 fp32_onnx = export_onnx(fp32, Path(work) / "fp32.onnx", opset=opset, simplify=True)
                 record = quantize_onnxruntime(fp32_onnx, calib_arr, w.tmp, method=method, exclude=exclude,
-                                           percentile=percentile, op_types=op_types, config=cfg.to_dict(),
-                                           work_dir=work)
+                                              percentile=percentile, op_types=op_types, config=cfg.to_dict(),
+                                              work_dir=work)
                 check = require_integer_kernels(w.tmp)
                 dynamic = check_dynamic_shapes(w.tmp, fp32_onnx, cfg.in_channels, cfg.pad_multiple, cfg.scale)
             precision = "int8-ort"

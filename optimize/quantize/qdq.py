@@ -274,9 +274,9 @@ def export_qdq_onnx(qmodel: nn.Module, out: str | os.PathLike, *, opset: int = D
 
 
 def quantize_qdq_model(model: nn.Module, calib: np.ndarray, out: str | os.PathLike, *, method: str = "max",
-                            exclude: Sequence[str] = (), quantizer: str = "auto",
-                            percentile: float = DEFAULT_PERCENTILE, qat: dict | None = None,
-                            opset: int = DEFAULT_OPSET) -> dict:
+                       exclude: Sequence[str] = (), quantizer: str = "auto",
+                       percentile: float = DEFAULT_PERCENTILE, qat: dict | None = None,
+                       opset: int = DEFAULT_OPSET) -> dict:
     """Quantize a copy of ``model`` and write the Q/DQ ONNX ``out`` (no manifest).
     Returns the record (path used, fallback reason, excluded modules, parity, QAT)."""
     if quantizer not in QUANTIZERS:

@@ -116,6 +116,11 @@ class Backend(abc.ABC):
     #: True when :meth:`restore_frames_async` runs pre/post-processing next to the network (GPU)
     supports_device_io: bool = False
 
+    @property
+    def description(self) -> str:
+        """The backend and, where it chose one, its precision, in words: ``openvino bf16``, ``ort``."""
+        return " ".join(filter(None, (self.name, self.precision)))
+
     @abc.abstractmethod
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """Run the network on an N x C x H x W float batch; returns N x C_out x H*s x W*s float32."""

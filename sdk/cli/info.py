@@ -56,14 +56,12 @@ def run_info(args) -> int:
 def _gate_summary(gate: dict) -> str:
     """One line: the quality gate's verdict, loss against ground truth, frames and runtime."""
     if gate.get("passed") is None:
-        return f"{gate.get('status', 'not run')}" + (f" ({gate['reason']})" if gate.get("reason") else "")
-    verdict = "passed" if gate["passed"] else "FAILED (do not deploy)"
-    parts = [verdict]
+        return gate.get("status", "not run") + (f" ({gate['reason']})" if gate.get("reason") else "")
+    line = "passed" if gate["passed"] else "FAILED (do not deploy)"
     if gate.get("loss_db") is not None:
-        parts.append(f"loses {gate['loss_db']:.3f} dB against ground truth (limit {gate.get('max_loss_db')})")
-    frames = f"{gate.get('n')} frame(s)" + (f" of {gate['data']}" if gate.get("data") else "")
-    parts.append(frames + (f", run on {gate['runtime']}" if gate.get("runtime") else ""))
-    return ": ".join(parts[:2]) + ("; " + "; ".join(parts[2:]) if len(parts) > 2 else "")
+        line += f": loses {gate['loss_db']:.3f} dB against ground truth (limit {gate.get('max_loss_db')})"
+    line += f"; {gate.get('n')} frame(s)" + (f" of {gate['data']}" if gate.get("data") else "")
+    return line + (f", run on {gate['runtime']}" if gate.get("runtime") else "")
 
 
 def _training_summary(training: dict) -> str:
