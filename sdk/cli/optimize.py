@@ -177,7 +177,7 @@ def run_quantize(args) -> int:
             args.model, args.output, target=args.target, calib=args.calib, method=args.method,
             calib_images=args.calib_images, calib_size=args.calib_size, pairs=args.pairs, sigma=args.sigma,
             protocol=args.protocol, qat_steps=args.qat_steps, data=args.data, qat_lr=args.qat_lr,
-            qat_batch=args.qat_batch, exclude=args.exclude, gate=not args.no_gate, max_loss_db=args.max_loss_db,
+            qat_batch=args.qat_batch, qat_target=args.qat_target, exclude=args.exclude, gate=not args.no_gate, max_loss_db=args.max_loss_db,
             min_psnr_db=args.min_psnr_db,
             gate_data=args.gate_data, gate_limit=args.gate_limit or None, quantizer=args.quantizer,
             percentile=args.percentile, force=args.force, seed=args.seed)
@@ -228,6 +228,9 @@ def _add_quantize(sub) -> None:
     p.add_argument("--data", metavar="DIR", help="clean training images for QAT")
     p.add_argument("--qat-lr", type=float, default=1e-5, help="QAT AdamW learning rate (default 1e-5)")
     p.add_argument("--qat-batch", type=int, default=4, help="QAT batch (default 4)")
+    p.add_argument("--qat-target", default="teacher", choices=("teacher", "clean"),
+                   help="what QAT fits: the FP32 model's outputs (teacher, default) or the clean images "
+                   "(clean: the loss against ground truth the gate measures)")
     p.add_argument("--exclude", action="append", default=None, metavar="LAYERS",
                    help="comma-separated module paths, globs or ONNX node names kept in float (as `mirnet gate` "
                    "suggests); repeatable")

@@ -247,3 +247,19 @@ def test_openvino_target_writes_a_gated_int8_ir(tiny_weights, fp32_onnx, tmp_pat
         assert psnr(backend.infer(x), run(fp32_onnx, x)) > 30
     with pytest.raises(ConfigError, match=r"--target openvino is a \.xml file"):
         quantize(tiny_weights, tmp_path / "x.onnx", target="openvino", **FAST)
+
+
+def test_cli_qat_fits_the_clean_images_on_request(tiny_weights, tmp_path):
+    """`--qat-target clean` reaches QAT: its loss is taken against the ground truth, not the FP32
+    model's output, so its first loss is the FP32 model's own error on the batch (larger)."""
+    from mirnet.sdk.cli import main
+
+    runs = {}
+    for target in ("teacher", "clean"):
+        out = tmp_path / f"{target}.onnx"
+        assert main(["quantize", str(tiny_weights), "--target", "tensorrt", "--quantizer", "torch", "--calib", str(DATA),
+                     "--calib-images", "4", "--calib-size", "48", "--qat-steps", "2", "--qat-batch", "1",
+                     "--data", str(DATA), "--qat-target", target, "--no-gate", "-o", str(out)]) == 0
+        runs[target] = artifact.read_manifest(out, kind="onnx")["quantization"]["qat"]
+    assert runs["teacher"]["target"] == "teacher" and runs["clean"]["target"] == "clean"
+    assert runs["clean"]["loss_first"] > runs["teacher"]["loss_first"]
