@@ -8,7 +8,7 @@ from mirnet.sdk import Restorer, artifact, zoo
 REPO_DATA = __import__("pathlib").Path(__file__).resolve().parents[1] / "data"
 
 
-#: bundled name -> its variant (denoise-lite: lite grown to 3 RRGs; denoise-fast: denoise-lite with 2 RRGs and one
+#: bundled name -> its variant (denoise-lite: lite grown to 4 RRGs; denoise-fast: denoise-lite with 2 RRGs and one
 #: exchange round; NAME-gray: NAME with one channel in and out)
 VARIANTS = {"denoise-lite": None, "lowlight-lite": "lite", "denoise-fast": None, "denoise-lite-gray": None,
             "denoise-fast-gray": None}
@@ -45,10 +45,13 @@ def test_denoise_fast_records_its_recipe():
 @pytest.mark.parametrize("name", ["denoise-lite", "denoise-fast"])
 def test_the_gray_path_of_a_denoiser_is_its_one_channel_specialist(name):
     """NAME-gray is NAME's network with one channel in and out, trained from it on gray samples
-    only; the Restorer runs NAME's gray frames on it."""
+    only; the Restorer runs NAME's gray frames on it. It may have fewer recursive residual groups:
+    denoise-lite-gray was made from the three-group default before that grew a fourth."""
     colour = artifact.read_manifest(zoo.bundled()[name], kind="weights")["config"]
     manifest = artifact.read_manifest(zoo.bundled()[f"{name}-gray"], kind="weights")
-    assert manifest["config"] == dict(colour, in_channels=1, out_channels=1)
+    gray = manifest["config"]
+    assert dict(gray, n_rrg=colour["n_rrg"]) == dict(colour, in_channels=1, out_channels=1)
+    assert 2 <= gray["n_rrg"] <= colour["n_rrg"]
     assert manifest["training"]["config"]["init"] == name
     assert all(d["gray_prob"] == 1 or (d["camera"] or {}).get("mono_prob") == 1 for d in manifest["training"]["data"])
     assert zoo.gray_companion(name) == f"{name}-gray"
