@@ -177,8 +177,8 @@ def run_quantize(args) -> int:
             args.model, args.output, target=args.target, calib=args.calib, method=args.method,
             calib_images=args.calib_images, calib_size=args.calib_size, pairs=args.pairs, sigma=args.sigma,
             protocol=args.protocol, qat_steps=args.qat_steps, data=args.data, qat_lr=args.qat_lr,
-            qat_batch=args.qat_batch, qat_target=args.qat_target, exclude=args.exclude, gate=not args.no_gate, max_loss_db=args.max_loss_db,
-            min_psnr_db=args.min_psnr_db,
+            qat_batch=args.qat_batch, qat_target=args.qat_target, exclude=args.exclude, gate=not args.no_gate,
+            max_loss_db=args.max_loss_db, min_psnr_db=args.min_psnr_db,
             gate_data=args.gate_data, gate_limit=args.gate_limit or None, quantizer=args.quantizer,
             percentile=args.percentile, force=args.force, seed=args.seed)
     except QualityGateError as exc:
