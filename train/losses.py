@@ -395,7 +395,10 @@ _TERMS = ("charbonnier", "l1", "mse", "ssim", "perceptual")
 
 @dataclass
 class LossConfig:
-    """Weights of the loss terms (0 disables a term) and the local VGG-19 weights file."""
+    """Weights of the loss terms (0 disables a term) and the local VGG-19 weights file.
+
+    ``from_dict`` of a mapping that names terms keeps only those; an empty mapping (or none) is
+    the default, Charbonnier alone."""
 
     charbonnier: float = 1.0
     l1: float = 0.0
@@ -417,7 +420,11 @@ class LossConfig:
         if unknown:
             raise ConfigError(f"unknown loss config key(s) {unknown}; valid keys: "
                               f"{', '.join(valid)}. Fix the spelling or remove them.")
-        cfg = cls(**dict(data))
+        named = [k for k in data if k in _TERMS]
+        # A mapping that names any term means exactly those terms: `{mse: 1.0}` trains on MSE
+        # alone, not on MSE plus the default Charbonnier.
+        unnamed = {name: 0.0 for name in _TERMS if name not in data} if named else {}
+        cfg = cls(**{**unnamed, **dict(data)})
         cfg.validate()
         return cfg
 

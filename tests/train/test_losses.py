@@ -195,6 +195,14 @@ def test_loss_config_defaults_and_from_dict():
     assert cfg.charbonnier == 1.0 and isinstance(cfg.charbonnier, float) and cfg.ssim == 0.5
 
 
+def test_loss_config_mapping_names_exactly_its_terms():
+    cfg = LossConfig.from_dict({"mse": 1.0})
+    assert (cfg.charbonnier, cfg.mse) == (0.0, 1.0)
+    pred, target = torch.full((1, 3, 8, 8), 0.5), torch.zeros(1, 3, 8, 8)
+    total, terms = build_loss(cfg)(pred, target)
+    assert list(terms) == ["mse"] and total.item() == pytest.approx(0.25)
+
+
 def test_loss_config_rejects_unknown_and_bad_values():
     with pytest.raises(ConfigError, match=r"\['charbonier'\].*charbonnier, l1"):
         LossConfig.from_dict({"charbonier": 1.0})
