@@ -350,6 +350,8 @@ def _fix_command(manifest: dict | None, artifact: Path, exclude: list[str]) -> s
             args.append(f"{_INPUT_FLAGS[inputs['kind']]} {inputs['value']}")
         if cal.get("method"):
             args.append(f"--method {cal['method']}")
+        if cal.get("percentile"):
+            args.append(f"--percentile {cal['percentile']}")
         if cal.get("images"):
             args.append(f"--calib-images {cal['images']}")
         if cal.get("size"):

@@ -9,11 +9,12 @@
 - :mod:`.orchestrator`: :func:`quantize` (what ``mirnet quantize`` runs): load, calibrate,
   quantize for the target, write the artifact and its manifest, run the quality gate.
 """
-from .calibration import DEFAULT_CALIB_IMAGES, DEFAULT_CALIB_SIZE, DEFAULT_PERCENTILE, METHODS, load_calibration
+from .calibration import (DEFAULT_CALIB_IMAGES, DEFAULT_CALIB_SIZE, DEFAULT_METHODS, DEFAULT_PERCENTILE, METHODS,
+                          load_calibration)
 from .onnxruntime import quantize_onnxruntime
 from .orchestrator import TARGETS, QuantizeResult, quantize
 from .qdq import QUANTIZERS, export_qdq_onnx, quantize_qdq_model
 
 __all__ = ["quantize", "QuantizeResult", "load_calibration", "TARGETS", "METHODS", "QUANTIZERS",
            "quantize_qdq_model", "quantize_onnxruntime", "export_qdq_onnx", "DEFAULT_CALIB_IMAGES",
-           "DEFAULT_CALIB_SIZE", "DEFAULT_PERCENTILE"]
+           "DEFAULT_CALIB_SIZE", "DEFAULT_METHODS", "DEFAULT_PERCENTILE"]

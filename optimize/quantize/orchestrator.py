@@ -24,8 +24,8 @@ from mirnet.sdk.mixture import model_inputs
 
 from ..export_onnx import DEFAULT_OPSET
 from ..gate import DEFAULT_MAX_LOSS_DB
-from .calibration import (DEFAULT_CALIB_IMAGES, DEFAULT_CALIB_SIZE, DEFAULT_PERCENTILE, METHODS, load_calibration,
-                          split_patterns)
+from .calibration import (DEFAULT_CALIB_IMAGES, DEFAULT_CALIB_SIZE, DEFAULT_METHODS, DEFAULT_PERCENTILE, METHODS,
+                          load_calibration, split_patterns)
 
 __all__ = ["quantize", "QuantizeResult", "TARGETS"]
 
@@ -45,13 +45,13 @@ class QuantizeResult:
 
 
 def quantize(model: str | os.PathLike, out: str | os.PathLike, *, target: str, calib: str | os.PathLike | None = None,
-             method: str = "max", calib_images: int = DEFAULT_CALIB_IMAGES, calib_size: int = DEFAULT_CALIB_SIZE,
+             method: str | None = None, calib_images: int = DEFAULT_CALIB_IMAGES, calib_size: int = DEFAULT_CALIB_SIZE,
              pairs: str | os.PathLike | None = None, sigma: float | None = None, protocol: str | None = None,
              qat_steps: int = 0, data: str | os.PathLike | None = None,
              qat_lr: float = 1e-5, qat_batch: int = 4, qat_target: str = "teacher",
              exclude: Sequence[str] | str | None = (), gate: bool = True, max_loss_db: float = DEFAULT_MAX_LOSS_DB,
              min_psnr_db: float | None = None, gate_data: str | os.PathLike | None = None, gate_limit: int | None = 8,
-             quantizer: str = "auto", percentile: float = DEFAULT_PERCENTILE, op_types: Sequence[str] | None = None,
+             quantizer: str = "auto", percentile: float | None = None, op_types: Sequence[str] | None = None,
              force: bool = False, seed: int = 0, opset: int = DEFAULT_OPSET) -> QuantizeResult:
     """Quantize the FP32 ``model`` (weights file or bundled name) to the INT8 ONNX ``out`` for
     ``target``, check it with onnx.checker, write it and its manifest (atomically; an existing
@@ -65,6 +65,9 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, *, target: str, c
     measures it there). ``target="onnxruntime"``: ONNX Runtime ``quantize_static`` checked to
     really run integer kernels (:mod:`.onnxruntime`). ``target="openvino"``: an INT8 OpenVINO IR
     (``.xml`` + ``.bin``) by NNCF post-training quantization (:mod:`.openvino`).
+    ``method``/``percentile``: the activation range calibration; None is the target's default
+    (``DEFAULT_METHODS``: percentile at ``DEFAULT_PERCENTILE`` for the Q/DQ targets, max for
+    ONNX Runtime).
     ``exclude`` (from the gate's report): module paths (``conv_out``, ``body.0.body.0.dau_top``:
     everything under it), globs, or ONNX node names, kept in float."""
     import torch
@@ -81,10 +84,12 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, *, target: str, c
 
     if target not in TARGETS:
         raise ConfigError(f"--target {target!r}: valid targets are {', '.join(TARGETS)}")
+    method = DEFAULT_METHODS.get(target) if method is None else method
+    percentile = DEFAULT_PERCENTILE if percentile is None else percentile
     if method not in METHODS:
         raise ConfigError(f"--method {method!r}: valid methods are {', '.join(METHODS)}")
     if not (0 < percentile <= 100):
-        raise ConfigError(f"percentile {percentile!r}: give a value in (0, 100], e.g. 99.99")
+        raise ConfigError(f"percentile {percentile!r}: give a value in (0, 100], e.g. 99.999")
     if isinstance(qat_steps, bool) or not isinstance(qat_steps, int) or qat_steps < 0:
         raise ConfigError(f"--qat-steps {qat_steps!r}: give an integer >= 0")
     if qat_steps and target not in QDQ_PRECISIONS:

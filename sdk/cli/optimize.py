@@ -218,9 +218,11 @@ def _add_quantize(sub) -> None:
                    "ONNX Runtime runs with integer kernels; openvino: an INT8 OpenVINO IR (NNCF), OUT.xml")
     p.add_argument("--calib", metavar="DIR", default=None, help="clean calibration images (a folder; "
                    "not needed with --pairs)")
-    p.add_argument("--method", default="max", choices=("max", "entropy", "percentile"),
-                   help="activation range calibration (default max)")
-    p.add_argument("--percentile", type=float, default=99.99, help="percentile for --method percentile")
+    p.add_argument("--method", default=None, choices=("max", "entropy", "percentile"),
+                   help="activation range calibration (default: percentile for cpu and tensorrt, max for "
+                   "onnxruntime)")
+    p.add_argument("--percentile", type=float, default=None,
+                   help="percentile for --method percentile (default 99.999)")
     p.add_argument("--calib-images", type=int, default=32, metavar="N", help="calibration crops (default 32)")
     p.add_argument("--calib-size", type=int, default=128, metavar="S", help="crop size (default 128, rounded "
                    "up to the model's pad multiple)")

@@ -175,3 +175,6 @@ def test_the_fix_command_survives_a_shell(tmp_path):
     args = build_parser().parse_args(shlex.split(fix.split(": ", 1)[1])[1:])
     assert args.model == "my model.safetensors" and args.calib == "calib dir"
     assert args.exclude == ["*gcnet*,body.0.conv_out"] and args.output == "out.onnx"
+    manifest["calibration"].update(method="percentile", percentile=99.999)
+    args = build_parser().parse_args(shlex.split(_fix_command(manifest, tmp_path / "out.onnx", []).split(": ", 1)[1])[1:])
+    assert (args.method, args.percentile) == ("percentile", 99.999)

@@ -158,6 +158,7 @@ def test_cpu_target_is_qdq_run_and_gated_on_openvinos_int8_kernels(tiny_weights,
     m = artifact.read_manifest(out, kind="onnx")
     assert m["precision"] == "int8-qdq-cpu" and "tensorrt_issues" not in m
     assert m["quantization"]["target"] == "cpu" and m["quantization"]["qat"]["steps"] == 2
+    assert (m["calibration"]["method"], m["calibration"]["percentile"]) == ("percentile", 99.999)  # the Q/DQ default
     _check_tensorrt_qdq(out, conv_nodes(fp32_onnx))
     assert choose_backend(out)[0] == "openvino"
     assert m["gate"]["passed"] and m["gate"]["runtime"].startswith("openvino ")
@@ -187,7 +188,7 @@ def test_tensorrt_fallback_qat_exclude_and_failing_gate(tiny_weights, fp32_onnx,
     q = m["quantization"]
     assert q["path"] == "torch-fakequant" and q["fallback_reason"] is None
     assert q["excluded_modules"] == ["conv_in"] and q["qat"]["steps"] == 2
-    assert m["calibration"]["percentile"] == 99.99
+    assert m["calibration"]["percentile"] == 99.999
     model = onnx.load(str(out))
     conv_in = next(n for n in model.graph.node if n.name == "/conv_in/Conv")
     assert conv_in.input[0] == "input" and conv_in.input[1] in {i.name for i in model.graph.initializer}
@@ -260,6 +261,8 @@ def test_cli_qat_fits_the_clean_images_on_request(tiny_weights, tmp_path):
         assert main(["quantize", str(tiny_weights), "--target", "tensorrt", "--quantizer", "torch", "--calib", str(DATA),
                      "--calib-images", "4", "--calib-size", "48", "--qat-steps", "2", "--qat-batch", "1",
                      "--data", str(DATA), "--qat-target", target, "--no-gate", "-o", str(out)]) == 0
-        runs[target] = artifact.read_manifest(out, kind="onnx")["quantization"]["qat"]
+        manifest = artifact.read_manifest(out, kind="onnx")
+        runs[target] = manifest["quantization"]["qat"]
+        assert manifest["calibration"]["method"] == "percentile"  # no --method: the Q/DQ targets' default
     assert runs["teacher"]["target"] == "teacher" and runs["clean"]["target"] == "clean"
     assert runs["clean"]["loss_first"] > runs["teacher"]["loss_first"]
