@@ -398,8 +398,9 @@ def prune_file(model_path: str | Path, out: str | Path, *, data: str | Path,
     """Load weights, report params/MACs/PSNR, prune, fine-tune on ``data`` (distilled from the
     unpruned model with ``teacher_weight``; 0 trains on the ground truth only), evaluate again and
     write ``out`` (.safetensors + manifest with ``pruned`` and ``prune`` records). Returns the
-    ``prune`` record. ``rrgs``/``width`` first remove blocks (:func:`prune_depth`), then
-    ``macs_ratio``/``params_ratio`` channels (:func:`prune`); give at least one of them.
+    ``prune`` record. ``rrgs``/``width`` first remove blocks (:func:`prune_depth`), then channels
+    (:func:`prune`) until ``macs_ratio``/``params_ratio`` of the *original* model's MACs /
+    parameters are gone (no channels when the blocks already took that much); give at least one.
     Fine-tuning and PSNR use the model's own inputs
     (:func:`mirnet.sdk.mixture.model_inputs`: its training degradations, or AWGN ``sigma``, camera
     preset ``protocol``, or the pairs of a folder with paired sub-folders), made from ``data`` and
@@ -454,8 +455,13 @@ def prune_file(model_path: str | Path, out: str | Path, *, data: str | Path,
     teacher = model if finetune_steps and teacher_weight > 0 else None  # prune_depth and prune leave it as it is
     pruned = prune_depth(model, rrgs=rrgs, width=width)
     if channels:
-        pruned = prune(pruned, macs_ratio=macs_ratio, params_ratio=params_ratio, importance=importance,
-                       calib_batches=calib, global_pruning=global_pruning, round_to=round_to)
+        # The ratio counts against the original model: the channels give what the removed blocks
+        # have not already taken.
+        ratio, before, after = (macs_ratio, macs0, counts(pruned)[1]) if macs_ratio is not None else \
+            (params_ratio, params0, counts(pruned)[0])
+        left = max(0.0, 1 - (1 - ratio) * before / after)
+        pruned = prune(pruned, importance=importance, calib_batches=calib, global_pruning=global_pruning,
+                       round_to=round_to, **{"macs_ratio" if macs_ratio is not None else "params_ratio": left})
     params1, macs1 = counts(pruned)
     log(f"pruned:     {params1:,} params ({1 - params1 / params0:.1%} fewer), {macs1 / 1e9:.3f} GMAC "
         f"({1 - macs1 / macs0:.1%} fewer)")

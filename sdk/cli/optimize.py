@@ -67,9 +67,10 @@ def _add_prune(sub) -> None:
     p = sub.add_parser("prune", help="structured channel pruning, fine-tuning and PSNR check")
     p.add_argument("model", help="a .safetensors/.pth file or a bundled model name")
     ratio = p.add_mutually_exclusive_group()
-    ratio.add_argument("--macs-ratio", type=float, metavar="R", help="remove this share of the MACs (0 < R < 1)")
+    ratio.add_argument("--macs-ratio", type=float, metavar="R", help="remove this share of the model's MACs "
+                       "(0 < R < 1): channels go after any --rrgs/--width blocks until it is reached")
     ratio.add_argument("--params-ratio", type=float, metavar="R",
-                       help="remove this share of the parameters (0 < R < 1)")
+                       help="remove this share of the model's parameters (0 < R < 1), as --macs-ratio")
     p.add_argument("--rrgs", type=positive_int, default=None, metavar="N",
                    help="keep the first N recursive residual groups (removes blocks; latency follows blocks more "
                    "than MACs on the edge variants)")

@@ -315,6 +315,26 @@ def test_depth_pruning_keeps_the_trained_layers(tmp_path, tiny_data):
     assert load_model(out)(x).shape == x.shape
 
 
+def test_ratio_with_block_removal_counts_against_the_original(tmp_path, tiny_data):
+    """--rrgs 1 --macs-ratio R removes R of the *original* MACs: channels give what the dropped
+    group did not; a ratio the blocks already reached prunes no channel."""
+    from mirnet.optimize.prune import prune_depth, prune_file
+
+    torch.manual_seed(0)
+    lite = create_model("lite").eval()
+    src = save_weights(lite, tmp_path / "lite.safetensors", variant="lite",
+                       training={"data": [{"clean": "x", "degrade": {"awgn_sigma": [0, 50]}}]})
+    depth_only = 1 - count_macs(prune_depth(lite, rrgs=1), 256, 256) / count_macs(lite, 256, 256)
+    assert 0.3 < depth_only < 0.6
+    both = prune_file(src, tmp_path / "a.safetensors", data=tiny_data, rrgs=1, macs_ratio=depth_only + 0.15,
+                      quiet=True)
+    assert depth_only + 0.15 <= both["macs_ratio"] < depth_only + 0.35
+    blocks = prune_file(src, tmp_path / "b.safetensors", data=tiny_data, rrgs=1, macs_ratio=depth_only - 0.1,
+                        quiet=True)
+    assert blocks["macs_ratio"] == pytest.approx(depth_only)
+    assert load_model(tmp_path / "b.safetensors").config == lite.config.replace(n_rrg=1)
+
+
 def test_round_to_keeps_channel_multiples():
     torch.manual_seed(2)
     model = create_model("nano").eval()
