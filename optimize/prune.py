@@ -260,7 +260,16 @@ def prune(model: MIRNetV2, *, macs_ratio: float | None = None, params_ratio: flo
             if importance == "taylor":
                 _calibration_grads(pruned, calib_batches, device)
             with torch.enable_grad():
-                pruner.step()
+                try:
+                    pruner.step()
+                except IndexError as exc:
+                    if not global_pruning:
+                        raise
+                    raise ConfigError(
+                        f"global pruning failed in torch_pruning with {1 - measure() / base:.1%} of the "
+                        f"{'MACs' if target_name == 'macs_ratio' else 'parameters'} removed ({exc}): ranked globally, a context block's input shrank to a few "
+                        "channels. Prune uniformly (drop --global), or remove blocks first (--rrgs / --width)"
+                    ) from exc
             achieved = 1 - measure() / base
             if achieved >= target:
                 break

@@ -335,6 +335,23 @@ def test_ratio_with_block_removal_counts_against_the_original(tmp_path, tiny_dat
     assert load_model(tmp_path / "b.safetensors").config == lite.config.replace(n_rrg=1)
 
 
+def test_a_global_ranking_failure_in_torch_pruning_names_the_fix(monkeypatch):
+    """torch_pruning's group importance can index past a context block's input once a global
+    ranking shrinks it to a few channels (the four-RRG default at 48% of its MACs): the user gets
+    the ways around it, not an IndexError."""
+    import torch_pruning as tp
+
+    def failing_step(self, *args, **kwargs):
+        raise IndexError("index 1 is out of bounds for dimension 0 with size 1")
+
+    monkeypatch.setattr(tp.pruner.MetaPruner, "step", failing_step)
+    model = create_model("nano").eval()
+    with pytest.raises(ConfigError, match=r"0\.0% of the MACs removed.*drop --global.*--rrgs"):
+        prune(model, macs_ratio=0.5, global_pruning=True)
+    with pytest.raises(IndexError):  # uniform pruning never met it: not disguised
+        prune(model, macs_ratio=0.5)
+
+
 def test_round_to_keeps_channel_multiples():
     torch.manual_seed(2)
     model = create_model("nano").eval()
