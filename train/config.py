@@ -168,10 +168,6 @@ class TrainConfig:
             "checkpoint_every": _AT_LEAST_1, "log_every": _AT_LEAST_1, "workers": _AT_LEAST_0,
             "seed": (lambda v: 0 <= v < 2 ** 63, "from 0 to 2**63 - 1"), "threads": _AT_LEAST_1,
             "teacher_weight": (lambda v: 0 <= v <= 1, "in [0, 1] (0: ground truth only, 1: the teacher only)")})
-        if self.teacher is not None and self.loss != LossConfig():
-            raise ConfigError(f"training config: `teacher` distils with the Charbonnier loss against the ground "
-                              f"truth and the teacher ({1 - self.teacher_weight:g} / {self.teacher_weight:g}); "
-                              f"remove `loss` ({self.loss}) or `teacher`")
         fields = {f.name for f in dataclasses.fields(MIRNetV2Config)}
         unknown = sorted(set(self.model) - fields)
         if unknown:

@@ -265,7 +265,8 @@ class Trainer:
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         criterion, target = build_loss(cfg.loss).to(self.device), None
         if cfg.teacher:
-            criterion, target = DistillationLoss(cfg.teacher_weight), distillation_target(self._teacher(cfg.teacher))
+            criterion, target = (DistillationLoss(cfg.teacher_weight, criterion),
+                                 distillation_target(self._teacher(cfg.teacher)))
         self.train_step = TrainStep(
             self.model, criterion, target=target, lr=cfg.lr, periods=cfg.periods,
             restart_weights=cfg.restart_weights, eta_mins=cfg.eta_mins, warmup_steps=cfg.warmup_steps,

@@ -66,27 +66,32 @@ class CharbonnierLoss(nn.Module):
 
 
 class DistillationLoss(nn.Module):
-    """Charbonnier loss against the ground truth and against a teacher's output, weighted
-    ``(1 - teacher_weight, teacher_weight)``. Its target is the two stacked along the channels, as
+    """``criterion`` (default Charbonnier; a :class:`CombinedLoss` from a config's ``loss:``)
+    against the ground truth and against a teacher's output, weighted ``(1 - teacher_weight,
+    teacher_weight)``. Its target is the two stacked along the channels, as
     :func:`distillation_target` makes them for :class:`mirnet.train.loop.TrainStep`'s ``target``.
     Returns ``(loss, {"data": ..., "teacher": ...})``."""
 
-    def __init__(self, teacher_weight: float = 0.5, eps: float = 1e-3):
+    def __init__(self, teacher_weight: float = 0.5, criterion: nn.Module | None = None):
         super().__init__()
         if isinstance(teacher_weight, bool) or not isinstance(teacher_weight, numbers.Real) or not (
                 0 <= teacher_weight <= 1):
             raise ConfigError(f"teacher weight {teacher_weight!r}: give a number in [0, 1] (0: ground truth only, "
                               f"1: the teacher only)")
         self.teacher_weight = float(teacher_weight)
-        self.charbonnier = CharbonnierLoss(eps)
+        self.criterion = CharbonnierLoss(1e-3) if criterion is None else criterion
+
+    def _loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loss = self.criterion(pred, target)
+        return loss[0] if isinstance(loss, tuple) else loss
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict]:
         c = pred.shape[1]
         if target.ndim != 4 or target.shape[1] != 2 * c:
             raise InputError(f"DistillationLoss target {tuple(target.shape)}: expected ground truth and teacher "
                              f"output stacked along the channels ({2 * c} channels); use distillation_target")
-        data = self.charbonnier(pred, target[:, :c])
-        teacher = self.charbonnier(pred, target[:, c:])
+        data = self._loss(pred, target[:, :c])
+        teacher = self._loss(pred, target[:, c:])
         loss = (1 - self.teacher_weight) * data + self.teacher_weight * teacher
         return loss, {"data": float(data.detach()), "teacher": float(teacher.detach())}
 

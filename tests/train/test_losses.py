@@ -271,3 +271,7 @@ def test_distillation_loss_weighs_ground_truth_and_teacher():
         DistillationLoss(1.5)
     with pytest.raises(InputError, match="stacked along the channels"):
         DistillationLoss()(pred, clean)
+    mse = build_loss({"mse": 1.0})  # a config's loss terms, taken against both targets
+    loss, terms = DistillationLoss(0.25, mse)(pred, torch.cat([clean, teacher_out], 1))
+    want = 0.75 * ((pred - clean) ** 2).mean() + 0.25 * ((pred - teacher_out) ** 2).mean()
+    assert torch.allclose(loss, want) and terms["teacher"] == pytest.approx(float(((pred - teacher_out) ** 2).mean()))
