@@ -265,11 +265,11 @@ def prune(model: MIRNetV2, *, macs_ratio: float | None = None, params_ratio: flo
                 except IndexError as exc:
                     if not global_pruning:
                         raise
+                    what = "MACs" if target_name == "macs_ratio" else "parameters"
                     raise ConfigError(
-                        f"global pruning failed in torch_pruning with {1 - measure() / base:.1%} of the "
-                        f"{'MACs' if target_name == 'macs_ratio' else 'parameters'} removed ({exc}): ranked globally, a context block's input shrank to a few "
-                        "channels. Prune uniformly (drop --global), or remove blocks first (--rrgs / --width)"
-                    ) from exc
+                        f"global pruning failed in torch_pruning with {1 - measure() / base:.1%} of the {what} "
+                        f"removed ({exc}): ranked globally, a context block's input shrank to a few channels. "
+                        "Prune uniformly (drop --global), or remove blocks first (--rrgs / --width)") from exc
             achieved = 1 - measure() / base
             if achieved >= target:
                 break
