@@ -66,7 +66,7 @@ class CharbonnierLoss(nn.Module):
 
 
 class DistillationLoss(nn.Module):
-    """``criterion`` (default Charbonnier; a :class:`CombinedLoss` from a config's ``loss:``)
+    """``criterion`` (default :func:`build_loss`'s, Charbonnier; a config's ``loss:`` terms)
     against the ground truth and against a teacher's output, weighted ``(1 - teacher_weight,
     teacher_weight)``. Its target is the two stacked along the channels, as
     :func:`distillation_target` makes them for :class:`mirnet.train.loop.TrainStep`'s ``target``.
@@ -79,7 +79,7 @@ class DistillationLoss(nn.Module):
             raise ConfigError(f"teacher weight {teacher_weight!r}: give a number in [0, 1] (0: ground truth only, "
                               f"1: the teacher only)")
         self.teacher_weight = float(teacher_weight)
-        self.criterion = CharbonnierLoss(1e-3) if criterion is None else criterion
+        self.criterion = build_loss() if criterion is None else criterion  # the training default
 
     def _loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         loss = self.criterion(pred, target)
@@ -425,11 +425,11 @@ class LossConfig:
         if unknown:
             raise ConfigError(f"unknown loss config key(s) {unknown}; valid keys: "
                               f"{', '.join(valid)}. Fix the spelling or remove them.")
-        named = [k for k in data if k in _TERMS]
-        # A mapping that names any term means exactly those terms: `{mse: 1.0}` trains on MSE
-        # alone, not on MSE plus the default Charbonnier.
-        unnamed = {name: 0.0 for name in _TERMS if name not in data} if named else {}
-        cfg = cls(**{**unnamed, **dict(data)})
+        if any(k in _TERMS for k in data):
+            # A mapping that names any term means exactly those terms: `{mse: 1.0}` trains on MSE
+            # alone, not on MSE plus the default Charbonnier.
+            data = {**dict.fromkeys(_TERMS, 0.0), **data}
+        cfg = cls(**dict(data))
         cfg.validate()
         return cfg
 
