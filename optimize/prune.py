@@ -124,6 +124,22 @@ class _CostNormalized:
         return imp / max(cost, 1.0)
 
 
+class _KeepConvGroups:
+    """Freezes a channel group once one of its grouped convs is down to one input channel per conv
+    group: torch_pruning would then read that conv as depthwise and fail (IndexError) while ranking
+    it, and the conv cannot lose more channels without losing a whole conv group."""
+
+    def __init__(self, base, grouped: set[nn.Module], in_channels_fn):
+        self.base, self.grouped, self.in_channels_fn = base, grouped, in_channels_fn
+
+    def __call__(self, group):
+        for dep, _ in group:
+            layer = dep.target.module
+            if layer in self.grouped and layer.in_channels == layer.groups and dep.handler == self.in_channels_fn:
+                return None
+        return self.base(group)
+
+
 def _importance(tp, name: str):
     if name == "l1":
         return tp.importance.GroupMagnitudeImportance(p=1)
@@ -244,7 +260,10 @@ def prune(model: MIRNetV2, *, macs_ratio: float | None = None, params_ratio: flo
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: extra intra-op threads only add overhead (10x on a busy CPU)
     try:
-        imp = _importance(tp, importance)
+        imp = _KeepConvGroups(_importance(tp, importance),
+                              {m for m in pruned.modules()
+                               if isinstance(m, nn.Conv2d) and 1 < m.groups < m.in_channels},
+                              tp.pruner.function.prune_conv_in_channels)
         if global_pruning:
             imp = _CostNormalized(imp, _conv_output_pixels(pruned, example), target_name == "macs_ratio")
         with torch.enable_grad():
@@ -260,16 +279,7 @@ def prune(model: MIRNetV2, *, macs_ratio: float | None = None, params_ratio: flo
             if importance == "taylor":
                 _calibration_grads(pruned, calib_batches, device)
             with torch.enable_grad():
-                try:
-                    pruner.step()
-                except IndexError as exc:
-                    if not global_pruning:
-                        raise
-                    what = "MACs" if target_name == "macs_ratio" else "parameters"
-                    raise ConfigError(
-                        f"global pruning failed in torch_pruning with {1 - measure() / base:.1%} of the {what} "
-                        f"removed ({exc}): ranked globally, a context block's input shrank to a few channels. "
-                        "Prune uniformly (drop --global), or remove blocks first (--rrgs / --width)") from exc
+                pruner.step()
             achieved = 1 - measure() / base
             if achieved >= target:
                 break
@@ -281,7 +291,8 @@ def prune(model: MIRNetV2, *, macs_ratio: float | None = None, params_ratio: flo
     if achieved < target:
         raise ConfigError(
             f"{target_name}={target}: pruning stopped at {achieved:.3f} with every group at its "
-            f"max_layer_ratio={max_layer_ratio}; ask for less, or raise max_layer_ratio")
+            f"max_layer_ratio={max_layer_ratio} (or its grouped convs at one channel per conv group); ask "
+            "for less, or raise max_layer_ratio")
     check_pruned(pruned)
     with torch.no_grad():
         out = pruned(example)

@@ -335,21 +335,23 @@ def test_ratio_with_block_removal_counts_against_the_original(tmp_path, tiny_dat
     assert load_model(tmp_path / "b.safetensors").config == lite.config.replace(n_rrg=1)
 
 
-def test_a_global_ranking_failure_in_torch_pruning_names_the_fix(monkeypatch):
-    """torch_pruning's group importance can index past a context block's input once a global
-    ranking shrinks it to a few channels (the four-RRG default at 48% of its MACs): the user gets
-    the ways around it, not an IndexError."""
-    import torch_pruning as tp
+def test_global_ranking_stops_a_grouped_conv_at_one_channel_per_group():
+    """Ranked globally, a grouped conv can shrink to one input channel per conv group (the four-RRG
+    default at 48% of its MACs); torch_pruning then read it as depthwise and raised IndexError on the
+    next step. Such groups now stop shrinking, and pruning goes on elsewhere to the target."""
+    from mirnet.sdk.model import get_variant
+    from mirnet.sdk.model.arch import MIRNetV2
 
-    def failing_step(self, *args, **kwargs):
-        raise IndexError("index 1 is out of bounds for dimension 0 with size 1")
-
-    monkeypatch.setattr(tp.pruner.MetaPruner, "step", failing_step)
-    model = create_model("nano").eval()
-    with pytest.raises(ConfigError, match=r"0\.0% of the MACs removed.*drop --global.*--rrgs"):
-        prune(model, macs_ratio=0.5, global_pruning=True)
-    with pytest.raises(IndexError):  # uniform pruning never met it: not disguised
-        prune(model, macs_ratio=0.5)
+    torch.manual_seed(1)  # this initialisation reaches one channel per group before 50% of the MACs
+    model = MIRNetV2(get_variant("lite").replace(n_rrg=3)).eval()
+    grouped = {name for name, m in model.named_modules() if isinstance(m, nn.Conv2d) and 1 < m.groups < m.in_channels}
+    pruned = prune(model, macs_ratio=0.5, global_pruning=True)
+    convs = dict(pruned.named_modules())
+    assert any(convs[name].in_channels == convs[name].groups for name in grouped)
+    assert 1 - count_macs(pruned, 64, 64) / count_macs(model, 64, 64) >= 0.5
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert pruned(x).shape == x.shape
 
 
 def test_round_to_keeps_channel_multiples():
