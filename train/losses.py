@@ -429,7 +429,7 @@ class LossConfig:
             # A mapping that names any term means exactly those terms: `{mse: 1.0}` trains on MSE
             # alone, not on MSE plus the default Charbonnier.
             data = {**dict.fromkeys(_TERMS, 0.0), **data}
-        cfg = cls(**dict(data))
+        cfg = cls(**data)
         cfg.validate()
         return cfg
 
