@@ -382,6 +382,7 @@ def finetune(model: MIRNetV2, data_dir: str | Path | None, steps: int, *, inputs
              teacher: MIRNetV2 | None = None, teacher_weight: float = 0.5, lr: float = 1e-3, batch: int = 8,
              patch: int = 64, ema_decay: float = 0.0, weight_decay: float = 1e-4,
              grad_clip: float = 0.01, warmup_steps: int = 0, seed: int = 0, workers: int = 0,
+             amp_cpu: bool = False, channels_last: bool = False,
              device: str | torch.device | None = None, quiet: bool = False) -> MIRNetV2:
     """Fine-tune ``model`` in place for ``steps`` steps and return it (the EMA copy when
     ``ema_decay > 0``) in eval mode.
@@ -394,6 +395,8 @@ def finetune(model: MIRNetV2, data_dir: str | Path | None, steps: int, *, inputs
     :class:`mirnet.train.losses.DistillationLoss`: ``teacher_weight`` of it against the teacher's
     output, the rest against the ground truth. ``workers``: DataLoader processes making the crops
     (the camera model's encoders are slow; one worker overlaps them with the training step).
+    ``amp_cpu`` / ``channels_last``: as in ``mirnet train``'s config (bfloat16 autocast and NHWC
+    layout on the CPU; the teacher runs float32).
     """
     from torch.utils.data import DataLoader
 
@@ -421,10 +424,10 @@ def finetune(model: MIRNetV2, data_dir: str | Path | None, steps: int, *, inputs
         criterion, target = CharbonnierLoss(), None
     step = TrainStep(model, criterion, lr=lr, periods=[steps], eta_mins=[lr * 0.01],
                      warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip,
-                     ema_decay=ema_decay, target=target)
+                     ema_decay=ema_decay, amp_cpu=amp_cpu, channels_last=channels_last, target=target)
     run_steps(step, loader, total=steps, desc="fine-tune", quiet=quiet)
     model.eval()
-    return step.averaged.requires_grad_(True).eval()
+    return step.averaged.to(memory_format=torch.contiguous_format).requires_grad_(True).eval()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -439,7 +442,7 @@ def prune_file(model_path: str | Path, out: str | Path, *, data: str | Path,
                eval_limit: int | None = 4, eval_crop: int | None = 256, importance: str = "l1",
                global_pruning: bool = False, round_to: int | None = None, lr: float = 1e-3,
                batch: int = 8, patch: int = 64, ema_decay: float = 0.0, seed: int = 0,
-               quiet: bool = False, log=None) -> dict:
+               amp_cpu: bool = False, channels_last: bool = False, quiet: bool = False, log=None) -> dict:
     """Load weights, report params/MACs/PSNR, prune, fine-tune on ``data`` (distilled from the
     unpruned model with ``teacher_weight``; 0 trains on the ground truth only), evaluate again and
     write ``out`` (.safetensors + manifest with ``pruned`` and ``prune`` records). Returns the
@@ -516,7 +519,8 @@ def prune_file(model_path: str | Path, out: str | Path, *, data: str | Path,
     if finetune_steps:
         pruned = finetune(pruned, data, finetune_steps, inputs=inputs, teacher=teacher,
                           teacher_weight=teacher_weight, lr=lr, batch=batch, patch=patch,
-                          ema_decay=ema_decay, seed=seed, workers=workers, quiet=quiet)
+                          ema_decay=ema_decay, seed=seed, workers=workers, amp_cpu=amp_cpu,
+                          channels_last=channels_last, quiet=quiet)
         psnr2 = psnr_of(pruned)
         log(f"fine-tuned: PSNR {psnr2:.2f} dB after {finetune_steps} steps")
     record = {
@@ -529,7 +533,7 @@ def prune_file(model_path: str | Path, out: str | Path, *, data: str | Path,
         "eval": {"data": str(eval_data or data), "description": evalset.description, "n": len(evalset),
                  "psnr_before": psnr0, "psnr_pruned": psnr1, "psnr_finetuned": psnr2},
         "finetune": {"steps": finetune_steps, "data": str(data), "lr": lr, "batch": batch, "patch": patch,
-                     "ema_decay": ema_decay, "seed": seed,
+                     "ema_decay": ema_decay, "seed": seed, "amp_cpu": amp_cpu, "channels_last": channels_last,
                      "distillation": {"teacher": source.name, "teacher_weight": teacher_weight} if teacher else None}
         if finetune_steps else None,
     }

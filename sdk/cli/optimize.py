@@ -47,7 +47,8 @@ def run_prune(args) -> int:
         teacher_weight=args.teacher_weight, rrgs=args.rrgs, width=args.width, workers=args.workers,
         eval_limit=args.eval_limit or None, eval_crop=args.eval_crop or None, importance=args.importance,
         global_pruning=args.global_pruning, round_to=args.round_to, lr=args.lr, batch=args.batch,
-        patch=args.patch, ema_decay=args.ema, seed=args.seed, quiet=args.quiet, log=say)
+        patch=args.patch, ema_decay=args.ema, seed=args.seed, amp_cpu=args.amp_cpu,
+        channels_last=args.channels_last, quiet=args.quiet, log=say)
     ev = record["eval"]
 
     def db(value) -> str:
@@ -98,6 +99,10 @@ def _add_prune(sub) -> None:
                    "weights (default 0: off)")
     p.add_argument("--workers", type=int, default=1, metavar="N", help="processes making fine-tuning crops "
                    "(default 1; 0: in the training process)")
+    p.add_argument("--amp-cpu", action="store_true", help="fine-tune with bfloat16 autocast on the CPU (fast "
+                   "where it has AVX-512 BF16 or AMX, slow where it has not; the train config's amp_cpu)")
+    p.add_argument("--channels-last", action="store_true", help="fine-tune in NHWC memory layout (the train "
+                   "config's channels_last)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.add_argument("-o", "--output", required=True, help="output .safetensors path (manifest written beside it)")
