@@ -6,7 +6,7 @@ weights on PyTorch. Heavy imports happen only when a backend is opened.
 The CPU rule of ``backend="auto"`` for ONNX files and bundled names (:func:`cpu_backend`): OpenVINO
 when ``openvino`` is installed, else ONNX Runtime, else PyTorch (a bundled model's weights). Measured
 on the 2-core AMD EPYC with AVX-512 BF16 of our CI, denoise-lite at 640x360, one thread: ONNX Runtime
-FP32 133.3 ms, OpenVINO FP32 116.1 ms, OpenVINO bf16 67.4 ms (the OpenVINO backend runs bf16 where the
+FP32 133.0 ms, OpenVINO FP32 118.3 ms, OpenVINO bf16 65.4 ms (the OpenVINO backend runs bf16 where the
 CPU has BF16; see :mod:`.openvino`). INT8 ONNX runs where its quality gate measured it: precision
 ``int8-qdq-cpu`` (``mirnet quantize --target cpu``: Q/DQ convolutions, OpenVINO's INT8 kernels) on
 OpenVINO when it is installed; ``int8-ort`` (ONNX Runtime's ``quantize_static``) and ``int8-qdq``
