@@ -259,20 +259,20 @@ def prune(model: MIRNetV2, *, macs_ratio: float | None = None, params_ratio: flo
     h, w = (-(-int(v) // m) * m for v in example_hw)
     count = (lambda net: count_macs(net, h, w)) if target_name == "macs_ratio" else count_params
     base = count(model)
-    best, best_achieved = None, math.inf
+    best, best_achieved, most = None, math.inf, 0.0
     for n in schedules:
-        pruned = _prune_schedule(tp, model, n, target=target, count=count, base=base, hw=(h, w),
-                                 per_mac=target_name == "macs_ratio", importance=importance,
-                                 calib_batches=calib_batches, global_pruning=global_pruning,
-                                 max_layer_ratio=max_layer_ratio, round_to=round_to)
-        achieved = 1 - count(pruned) / base
+        pruned, achieved = _prune_schedule(tp, model, n, target=target, count=count, base=base, hw=(h, w),
+                                           per_mac=target_name == "macs_ratio", importance=importance,
+                                           calib_batches=calib_batches, global_pruning=global_pruning,
+                                           max_layer_ratio=max_layer_ratio, round_to=round_to)
+        most = max(most, achieved)
         if target <= achieved < best_achieved:
             best, best_achieved = pruned, achieved
         if best_achieved - target <= CLOSE_ENOUGH:
             break
     if best is None:
         raise ConfigError(
-            f"{target_name}={target}: pruning stopped at {achieved:.3f} with every group at its "
+            f"{target_name}={target}: pruning stopped at {most:.3f} at most, with every group at its "
             f"max_layer_ratio={max_layer_ratio} (or its grouped convs at one channel per conv group); ask "
             "for less, or raise max_layer_ratio")
     check_pruned(best)
@@ -285,9 +285,10 @@ def prune(model: MIRNetV2, *, macs_ratio: float | None = None, params_ratio: flo
 
 def _prune_schedule(tp, model: MIRNetV2, steps: int, *, target: float, count, base: int, hw: tuple[int, int],
                     per_mac: bool, importance: str, calib_batches, global_pruning: bool,
-                    max_layer_ratio: float, round_to: int | None) -> MIRNetV2:
+                    max_layer_ratio: float, round_to: int | None) -> tuple[MIRNetV2, float]:
     """One run of :func:`prune` with the channel-sparsity schedule cut into ``steps`` steps: a
-    pruned copy of ``model``, stopped at the first step that removes ``target`` of ``base``."""
+    pruned copy of ``model``, stopped at the first step that removes ``target`` of ``base``, and
+    the share it removed."""
     pruned = copy.deepcopy(model).eval()
     pruned.requires_grad_(True)  # the dependency graph is traced through autograd
     device = next(pruned.parameters()).device
@@ -312,19 +313,21 @@ def _prune_schedule(tp, model: MIRNetV2, steps: int, *, target: float, count, ba
                 customized_pruners={_MaskConv: _mask_pruner(tp)})
         if global_pruning:
             imp.DG = pruner.DG
+        achieved = 0.0
         for _ in range(steps):
             if importance == "taylor":
                 _calibration_grads(pruned, calib_batches, device)
             with torch.enable_grad():
                 pruner.step()
-            if 1 - count(pruned) / base >= target:
+            achieved = 1 - count(pruned) / base
+            if achieved >= target:
                 break
     finally:
         torch.set_num_threads(threads)
         for conv in masks:
             conv.__class__ = nn.Conv2d
         pruned.zero_grad(set_to_none=True)
-    return pruned
+    return pruned, achieved
 
 
 def prune_depth(model: MIRNetV2, *, rrgs: int | None = None, width: int | None = None) -> MIRNetV2:

@@ -394,6 +394,12 @@ def test_default_schedule_search_lands_closer_to_the_target(models):
     assert searched >= 0.3
 
 
+def test_unreachable_target_names_what_was_reached(models):
+    model, _ = models
+    with pytest.raises(ConfigError, match=r"macs_ratio=0.97: pruning stopped at 0\.\d+ at most.*max_layer_ratio"):
+        prune(model, macs_ratio=0.97)
+
+
 def test_round_to_keeps_channel_multiples():
     torch.manual_seed(2)
     model = create_model("nano").eval()
